@@ -1,0 +1,117 @@
+"""INT8 entropy calibration of the UNet on the inputs the sampler really gives it.
+
+The UNet never sees clean images: it sees x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise at every
+training step t of the schedule. Calibrating on clean crops, or on pure noise, would set the
+activation ranges for only one end of the loop. So each calibration batch holds luminance crops of
+real images (in [-1, 1], repeated to the model's channels, as the sampler feeds its sources),
+noised to timesteps drawn uniformly over the whole schedule.
+
+TensorRT reads the batches through an ``IInt8EntropyCalibrator2`` whose device buffers come from
+pycuda (on the primary context the builder also uses); the calibration cache is read back on
+later builds so that the images are only run once.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..runtime.errors import InputError, ModelError
+from ..runtime.io import read_source
+from ..runtime.schedule import linear_betas
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+Batch = Tuple[np.ndarray, np.ndarray]
+
+
+def calibration_images(directory: str) -> List[str]:
+    """Image files directly inside ``directory``, sorted; ``InputError`` if there are none."""
+    if not os.path.isdir(directory):
+        raise InputError(f"{directory}: calibration image folder not found")
+    paths = sorted(os.path.join(directory, name) for name in os.listdir(directory)
+                   if name.lower().endswith(IMAGE_SUFFIXES))
+    if not paths:
+        raise InputError(f"{directory}: no calibration images ({', '.join(IMAGE_SUFFIXES)})")
+    return paths
+
+
+def alphas_cumprod(schedule: Mapping[str, Any]) -> np.ndarray:
+    """abar_t of the model's training schedule (``dig2dig.schedule`` metadata), float64."""
+    if schedule.get("type") != "linear":
+        raise ModelError(f"unsupported noise schedule type {schedule.get('type')!r} (only 'linear')")
+    betas = linear_betas(int(schedule["num_timesteps"]), float(schedule["beta_start"]), float(schedule["beta_end"]))
+    return np.cumprod(1.0 - betas)
+
+
+def luma_crop(path: str, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``height`` x ``width`` crop of the image's luminance in [-1, 1] (upscaled if smaller)."""
+    import cv2
+
+    luma = read_source(path).luma
+    scale = max(height / luma.shape[0], width / luma.shape[1])
+    if scale > 1:
+        size = (max(width, round(luma.shape[1] * scale)), max(height, round(luma.shape[0] * scale)))
+        luma = cv2.resize(luma, size, interpolation=cv2.INTER_LINEAR)
+    top = int(rng.integers(0, luma.shape[0] - height + 1))
+    left = int(rng.integers(0, luma.shape[1] - width + 1))
+    return 2.0 * luma[top:top + height, left:left + width] - 1.0
+
+
+def noised_batches(paths: Sequence[str], shape: Tuple[int, int, int, int], schedule: Mapping[str, Any],
+                   count: int, seed: int = 0) -> Iterator[Batch]:
+    """``count`` batches ``(x_t, t)``: x_t float32 ``shape`` = (N, C, H, W), t float32 ``[N]``."""
+    n, channels, height, width = shape
+    abar = alphas_cumprod(schedule)
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        x0 = np.stack([luma_crop(paths[int(i)], height, width, rng) for i in rng.integers(0, len(paths), n)])
+        x0 = np.repeat(x0[:, None], channels, axis=1)
+        t = rng.integers(0, len(abar), n)
+        a = abar[t][:, None, None, None]
+        x_t = np.sqrt(a) * x0 + np.sqrt(1.0 - a) * rng.standard_normal(x0.shape)
+        yield np.ascontiguousarray(x_t, dtype=np.float32), t.astype(np.float32)
+
+
+def make_calibrator(batches: Iterator[Batch], cache_path: Optional[str]) -> "trt.IInt8EntropyCalibrator2":
+    """An entropy calibrator that feeds ``batches`` to TensorRT; caches its result at ``cache_path``.
+
+    Needs a current CUDA context (the builder's): the two input buffers are pycuda allocations.
+    """
+    import pycuda.driver as cuda
+    import tensorrt as trt
+
+    class UNetCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)  # pybind11 needs the base constructor called
+            self.buffers: Dict[str, Any] = {}
+
+        def get_batch_size(self) -> int:
+            # Explicit-batch network: N is part of the input shape (the calibration profile).
+            return 1
+
+        def get_batch(self, names: List[str]) -> List[int]:
+            batch = next(batches, None)
+            if batch is None:
+                return []
+            for name, array in zip(("x", "t"), batch):
+                if name not in self.buffers:
+                    self.buffers[name] = cuda.mem_alloc(array.nbytes)
+                cuda.memcpy_htod(self.buffers[name], array)
+            return [int(self.buffers[name]) for name in names]
+
+        def read_calibration_cache(self) -> Optional[bytes]:  # None: no cache, calibrate
+            if cache_path and os.path.isfile(cache_path):
+                with open(cache_path, "rb") as f:
+                    return f.read()
+            return None
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            if cache_path:
+                with open(cache_path, "wb") as f:
+                    f.write(bytes(cache))
+
+    return UNetCalibrator()

@@ -1,0 +1,1 @@
+"""dig2dig: Dig2DIG diffusion image fusion (see README)."""

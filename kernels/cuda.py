@@ -1,0 +1,417 @@
+"""CUDA launcher shared by all kernels: pycuda on the device's primary context, one stream, cached cubins.
+
+Context: the device's *primary* context (``Device(n).retain_primary_context()``, pushed for the
+lifetime of :class:`CudaKernels`) is the one the CUDA runtime uses, so TensorRT and these kernels
+share memory and can share the stream.
+
+Compilation: each ``kernels/<name>.cu`` is compiled once per device architecture with
+``nvcc -cubin -arch=sm_XY -O3 -std=c++14 --fmad=false -I kernels/``:
+
+- C++14 so that the CUDA 11.4 of JetPack 5 (Xavier, sm_72) builds the same source;
+- ``--fmad=false``: no fused multiply-add contraction, so every float operation rounds as NumPy's
+  does: the step kernels are bit-identical to their twins and the others differ only by
+  summation order; the kernels are memory-bound, so FMA would save no measurable time;
+- no ``--use_fast_math``: it swaps ``expf``/``logf``/``sqrtf`` and float division for approximate
+  versions (``__expf``'s error grows with ``|x|``, division and square root are off by up to
+  2 ulp) and flushes denormals, loosening the agreement with the twins for no gain. Double
+  precision (the RNG) is unaffected by that flag either way.
+
+Cache: cubins live in ``$DIG2DIG_CACHE`` (or ``~/.cache/dig2dig/kernels``) under a name holding a
+SHA-256 of the source, the kernels' headers, the options, the architecture and the nvcc version,
+so an edited kernel or a new toolkit recompiles and nothing stale is ever loaded.
+
+pycuda is imported lazily: importing this module never needs it; using it without pycuda raises
+:class:`CudaError` with the fix.
+"""
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .color import RGB_FROM_YCBCR, YCBCR_FROM_RGB, YCBCR_OFFSET
+from .dig import check_dig_args
+from .rng import stream_key
+
+KERNEL_DIR = Path(__file__).resolve().parent
+NVCC_OPTIONS: Tuple[str, ...] = ("-O3", "-std=c++14", "--fmad=false")
+BLOCK = 256  # 1-D kernels
+HBOX_THREADS = 128  # dig.cu's HBOX_THREADS
+TILE = (32, 8, 1)  # dig.cu's (VBOX_X, VBOX_Y), em.cu's (EM_X, EM_Y)
+MAX_SHARED_BYTES = 48 * 1024
+RNG_MAX_BLOCKS = 4096
+EM_SOLVE_ITERATIONS = 20  # Chebyshev iterations: about 2e-6 relative error on H (see em_chebyshev_omegas)
+
+
+# kernel name -> (source file stem, pycuda argument format: P pointer, i int, f float, d double,
+# Q unsigned 64-bit); tests check these against the .cu signatures.
+KERNELS: Dict[str, Tuple[str, str]] = {
+    "predict_x0": ("step", "PPPffii"),
+    "ddim_update": ("step", "PPPffffi"),
+    "q_sample": ("step", "PPPffii"),
+    "rgb_to_ycbcr": ("color", "PP" + "f" * 12 + "i"),
+    "ycbcr_to_rgb": ("color", "PP" + "d" * 12 + "i"),
+    "gaussian": ("rng", "PQQQ"),
+    "dig_hbox": ("dig", "PPPPiii"),
+    "dig_vbox": ("dig", "PPPPPiiiif"),
+    "dig_softmax": ("dig", "PPPii"),
+    "em_estep": ("em", "P" * 12 + "ii"),
+    "em_chebyshev": ("em", "PPPPfii"),
+    "em_update": ("em", "P" * 10 + "ffiii"),
+}
+
+
+class CudaError(RuntimeError):
+    """CUDA is unusable here (no pycuda, no device, no nvcc) or a kernel failed to build."""
+
+
+def find_nvcc() -> str:
+    """Path of nvcc: on PATH, else ``$CUDA_HOME/bin``, else ``/usr/local/cuda/bin`` (JetPack's place)."""
+    candidates = [shutil.which("nvcc")]
+    candidates += [str(Path(root) / "bin" / "nvcc") for root in
+                   (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda") if root]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise CudaError("nvcc not found (looked on PATH, in $CUDA_HOME/bin and /usr/local/cuda/bin): "
+                    "install the CUDA toolkit or put its bin/ on PATH")
+
+
+@lru_cache(maxsize=None)
+def nvcc_version(nvcc: str) -> str:
+    """``nvcc --version`` output (part of the cache key)."""
+    return subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=True).stdout
+
+
+def cache_dir() -> Path:
+    """Where compiled cubins are kept: ``$DIG2DIG_CACHE`` or ``~/.cache/dig2dig/kernels``."""
+    env = os.environ.get("DIG2DIG_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "dig2dig" / "kernels"
+
+
+def nvcc_command(nvcc: str, source: Path, arch: str, output: Path, fmt: str = "cubin",
+                 extra: Sequence[str] = ()) -> List[str]:
+    """The nvcc command line that builds ``source`` for ``arch`` (``sm_XY``) as ``fmt`` (cubin or ptx)."""
+    target = arch if fmt == "cubin" else arch.replace("sm_", "compute_")
+    return [nvcc, f"-{fmt}", f"-arch={target}", *NVCC_OPTIONS, "-I", str(KERNEL_DIR), *extra,
+            "-o", str(output), str(source)]
+
+
+def compile_cubin(name: str, arch: str, directory: Optional[Path] = None) -> Path:
+    """Compile ``kernels/<name>.cu`` for ``arch`` unless the cache has it; return the cubin's path."""
+    nvcc = find_nvcc()
+    source = KERNEL_DIR / f"{name}.cu"
+    digest = hashlib.sha256()
+    for part in (source, *sorted(KERNEL_DIR.glob("*.cuh"))):
+        digest.update(part.name.encode() + b"\0" + part.read_bytes() + b"\0")
+    digest.update(" ".join((arch, *NVCC_OPTIONS, nvcc_version(nvcc))).encode())
+    directory = cache_dir() if directory is None else directory
+    cubin = directory / f"{name}-{arch}-{digest.hexdigest()[:20]}.cubin"
+    if cubin.is_file():
+        return cubin
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(suffix=".cubin", dir=directory)
+    os.close(handle)
+    try:
+        result = subprocess.run(nvcc_command(nvcc, source, arch, Path(temporary)), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise CudaError(f"nvcc failed on {source} for {arch}:\n{result.stderr.strip()}")
+        os.replace(temporary, cubin)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return cubin
+
+
+def em_chebyshev_omegas(iterations: int = EM_SOLVE_ITERATIONS) -> List[float]:
+    """Chebyshev semi-iteration weights for ``(I + K1^T K1 + K2^T K2) H = rhs``.
+
+    The operator's spectrum is in [1, 9]; Richardson with step 1/5 contracts it by rho = 0.8 and
+    the Chebyshev weights ``omega_1 = 1``, ``omega_2 = 1 / (1 - rho^2 / 2)``,
+    ``omega_{k+1} = 1 / (1 - rho^2 omega_k / 4)`` accelerate that to about 0.5 per iteration.
+    """
+    rho2 = 0.8 ** 2
+    omegas = [1.0]
+    for k in range(1, iterations):
+        omegas.append(1.0 / (1.0 - rho2 / 2.0) if k == 1 else 1.0 / (1.0 - rho2 * omegas[-1] / 4.0))
+    return omegas
+
+
+def _driver() -> Any:
+    """pycuda.driver, imported on first use."""
+    try:
+        import pycuda.driver as driver  # type: ignore
+    except ImportError as exc:
+        raise CudaError("the CUDA path needs pycuda: pip install 'dig2dig[gpu]' (pycuda builds against "
+                        f"the local CUDA driver) ({exc})") from exc
+    return driver
+
+
+def _blocks(count: int, size: int) -> int:
+    return (count + size - 1) // size
+
+
+def _tile_grid(height: int, width: int) -> Tuple[int, int]:
+    """Grid of TILE blocks covering an (H, W) image."""
+    return _blocks(width, TILE[0]), _blocks(height, TILE[1])
+
+
+def _f32(value: float) -> np.float32:
+    return np.float32(value)
+
+
+def _check(name: str, array: Any, shape: Tuple[int, ...]) -> None:
+    """Raise ValueError unless ``array`` is a C-contiguous float32 GPUArray of ``shape``."""
+    if tuple(array.shape) != tuple(shape) or array.dtype != np.float32 or not array.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous float32 array of shape {tuple(shape)}, "
+                         f"got {array.dtype} {tuple(array.shape)}")
+    if array.size >= 2 ** 31:
+        raise ValueError(f"{name}: {array.size} elements is more than the kernels index")
+
+
+@dataclass
+class CudaEMState:
+    """The GPU twin of ``em.EMState``, updated in place by :meth:`CudaKernels.em_step`.
+
+    ``taus`` holds two (tau_a, tau_b) slots, ``slot`` the current one (each step reads one and
+    writes the other); ``C``, ``D``, ``rhs``, ``solve`` (three Chebyshev iterates) and
+    ``partials`` are work buffers of the step.
+    """
+
+    shape: Tuple[int, int]
+    taus: Any
+    slot: int
+    F1: Any
+    F2: Any
+    C: Any
+    D: Any
+    rhs: Any
+    solve: List[Any]
+    partials: Any
+    counter: Any
+
+    def tau(self) -> Tuple[float, float]:
+        """(tau_a, tau_b) on the host (synchronous)."""
+        values = self.taus.get().reshape(2, 2)[self.slot]
+        return float(values[0]), float(values[1])
+
+
+class CudaKernels:
+    """The kernels on one device; each method is the GPU twin of the NumPy function of the same name.
+
+    Methods take pycuda ``GPUArray`` inputs and write into caller-allocated ``out`` arrays on
+    :attr:`stream`, asynchronously; call :meth:`synchronize` before reading results on the host.
+    Small work buffers are allocated on first use and reused. ``directory`` overrides the cubin
+    cache folder (:func:`cache_dir`).
+    """
+
+    def __init__(self, device: int = 0, directory: Optional[Path] = None) -> None:
+        driver = _driver()
+        driver.init()
+        if driver.Device.count() <= device:
+            raise CudaError(f"no CUDA device {device} (found {driver.Device.count()})")
+        import pycuda.gpuarray as gpuarray  # type: ignore
+
+        self.driver, self.gpuarray = driver, gpuarray
+        self.device = driver.Device(device)
+        self.context = self.device.retain_primary_context()
+        self.context.push()
+        major, minor = self.device.compute_capability()
+        self.arch = f"sm_{major}{minor}"
+        self.stream = driver.Stream()
+        self.directory = directory
+        self._modules: Dict[str, Any] = {}
+        self._functions: Dict[str, Any] = {}
+        self._scratch: Dict[str, Tuple[Any, int]] = {}
+        self._closed = False
+        atexit.register(self.close)
+
+    def function(self, name: str) -> Any:
+        """Kernel ``name`` (see :data:`KERNELS`), loaded and prepared on first use."""
+        if name not in self._functions:
+            module, arg_types = KERNELS[name]
+            if module not in self._modules:
+                cubin = compile_cubin(module, self.arch, self.directory)
+                self._modules[module] = self.driver.module_from_file(str(cubin))
+            self._functions[name] = self._modules[module].get_function(name).prepare(arg_types)
+        return self._functions[name]
+
+    def scratch(self, name: str, nbytes: int) -> Any:
+        """A device buffer of at least ``nbytes`` kept under ``name``."""
+        buffer, size = self._scratch.get(name, (None, 0))
+        if size < nbytes:
+            if buffer is not None:
+                self.stream.synchronize()  # queued launches may still use it
+                buffer.free()
+            buffer = self.driver.mem_alloc(nbytes)
+            self._scratch[name] = (buffer, nbytes)
+        return buffer
+
+    def _launch_1d(self, name: str, count: int, *args: Any) -> None:
+        self.function(name).prepared_async_call(
+            (_blocks(count, BLOCK), 1), (BLOCK, 1, 1), self.stream, *args)
+
+    # -- step.cu ---------------------------------------------------------------------------------
+
+    def predict_x0(self, x: Any, eps: Any, abar: float, clip: bool, out: Any) -> None:
+        """out = sqrt(1/abar) x - sqrt(1/abar - 1) eps, clamped to [-1, 1] if ``clip``."""
+        for name, array in (("x", x), ("eps", eps), ("out", out)):
+            _check(name, array, x.shape)
+        self._launch_1d("predict_x0", x.size, x.gpudata, eps.gpudata, out.gpudata,
+                        _f32(np.sqrt(1.0 / abar)), _f32(np.sqrt(1.0 / abar - 1.0)), int(bool(clip)), x.size)
+
+    def ddim_update(self, x: Any, x0: Any, abar: float, abar_prev: float, out: Any) -> None:
+        """Deterministic DDIM step (eta = 0) from x_t to x_{t-1} given x0 (epsilon recomputed from x0)."""
+        for name, array in (("x", x), ("x0", x0), ("out", out)):
+            _check(name, array, x.shape)
+        self._launch_1d("ddim_update", x.size, x.gpudata, x0.gpudata, out.gpudata,
+                        _f32(np.sqrt(1.0 / abar)), _f32(np.sqrt(1.0 / abar - 1.0)),
+                        _f32(np.sqrt(abar_prev)), _f32(np.sqrt(1.0 - abar_prev)), x.size)
+
+    def q_sample(self, x0: Any, noise: Any, abar: float, out: Any) -> None:
+        """out = sqrt(abar) x0 + sqrt(1 - abar) noise; ``noise`` may match x0's trailing axes only."""
+        _check("x0", x0, x0.shape)
+        _check("out", out, x0.shape)
+        _check("noise", noise, x0.shape[x0.ndim - noise.ndim:])
+        self._launch_1d("q_sample", x0.size, x0.gpudata, noise.gpudata, out.gpudata,
+                        _f32(np.sqrt(abar)), _f32(np.sqrt(1.0 - abar)), noise.size, x0.size)
+
+    # -- color.cu --------------------------------------------------------------------------------
+
+    def rgb_to_ycbcr(self, x: Any, out: Any) -> None:
+        """YCbCr / 255 of a ``(3, H, W)`` RGB array (DDFM's skimage route)."""
+        self._color("rgb_to_ycbcr", x, out, [_f32(v) for v in (*YCBCR_FROM_RGB.ravel(), *YCBCR_OFFSET)])
+
+    def ycbcr_to_rgb(self, x: Any, out: Any) -> None:
+        """Inverse of :meth:`rgb_to_ycbcr`, no clipping."""
+        self._color("ycbcr_to_rgb", x, out, [float(v) for v in (*RGB_FROM_YCBCR.ravel(), *YCBCR_OFFSET)])
+
+    def _color(self, name: str, x: Any, out: Any, constants: List[Any]) -> None:
+        """Launch a colour kernel on ``(3, H, W)`` arrays with color.py's matrix and offsets."""
+        _check("x", x, (3,) + tuple(x.shape[1:]))
+        _check("out", out, x.shape)
+        plane = x.size // 3
+        self._launch_1d(name, plane, x.gpudata, out.gpudata, *constants, plane)
+
+    # -- rng.cu ----------------------------------------------------------------------------------
+
+    def gaussian(self, seed: int, stream: int, out: Any) -> None:
+        """Fill the float32 array ``out`` with the noise ``rng.gaussian(seed, stream, out.shape)``."""
+        stream_key(seed, stream)  # validates the range of seed and stream
+        _check("out", out, tuple(out.shape))
+        count = int(out.size)
+        self.function("gaussian").prepared_async_call(
+            (max(1, min(_blocks(count, BLOCK), RNG_MAX_BLOCKS)), 1), (BLOCK, 1, 1), self.stream,
+            out.gpudata, int(seed), int(stream), count)
+
+    # -- dig.cu ----------------------------------------------------------------------------------
+
+    def dig_weights(self, sources: Any, x0_t: Any, x0_next: Any, window: int, tau_rel: float,
+                    out_weights: Any, out_gains: Any) -> None:
+        """DIG weights and gains of ``(K, H, W)`` inputs into ``out_weights`` and ``out_gains``."""
+        shape = tuple(sources.shape)
+        check_dig_args(shape, window, tau_rel)
+        for name, array in (("sources", sources), ("x0_t", x0_t), ("x0_next", x0_next),
+                            ("out_weights", out_weights), ("out_gains", out_gains)):
+            _check(name, array, shape)
+        k, height, width = shape
+        radius = window // 2
+        shared = (HBOX_THREADS + 2 * radius) * 4
+        if shared > MAX_SHARED_BYTES:
+            raise ValueError(f"DIG window {window} is too large for the CUDA kernel")
+        hsum = self.scratch("dig_hsum", 4 * k * height * width)
+        grid = _tile_grid(height, width)
+        partials = self.scratch("dig_partials", 4 * grid[0] * grid[1])
+        fresh = "dig_state" not in self._scratch
+        state = self.scratch("dig_state", 8)  # uint32 block counter (0 between launches), float32 tau
+        if fresh:
+            self.driver.memset_d32_async(state, 0, 2, self.stream)
+        tau = int(state) + 4
+        self.function("dig_hbox").prepared_async_call(
+            (_blocks(width, HBOX_THREADS), height, k), (HBOX_THREADS, 1, 1), self.stream,
+            sources.gpudata, x0_t.gpudata, x0_next.gpudata, hsum, height, width, radius, shared_size=shared)
+        self.function("dig_vbox").prepared_async_call(
+            grid, TILE, self.stream,
+            hsum, out_gains.gpudata, partials, state, tau, k, height, width, radius, _f32(tau_rel))
+        self._launch_1d("dig_softmax", height * width,
+                        out_gains.gpudata, tau, out_weights.gpudata, k, height * width)
+
+    # -- em.cu -----------------------------------------------------------------------------------
+
+    def em_init(self, shape: Tuple[int, int]) -> CudaEMState:
+        """EM state for ``(H, W)`` float32 images: tau_a = tau_b = 1, F1 = F2 = 0."""
+        height, width = shape
+        grid = _tile_grid(height, width)
+        def zeros(size: Any, dtype: Any = np.float32) -> Any:
+            return self.gpuarray.to_gpu(np.zeros(size, dtype))
+
+        return CudaEMState(shape=(height, width), taus=self.gpuarray.to_gpu(np.ones(4, np.float32)), slot=0,
+                           F1=zeros(shape), F2=zeros(shape), C=zeros(shape), D=zeros(shape), rhs=zeros(shape),
+                           solve=[zeros(shape) for _ in range(3)], partials=zeros(2 * grid[0] * grid[1]),
+                           counter=zeros(1, np.uint32))
+
+    def em_step(self, f_pre: Any, I: Any, V: Any, state: CudaEMState, lamb: float, rho: float,  # noqa: E741
+                w_i: Optional[Any], w_v: Optional[Any], out: Any) -> None:
+        """One EM step on ``(H, W)`` arrays: the fused estimate into ``out``, ``state`` updated in place.
+
+        As ``em.em_step`` except that the TV proximal solve runs :data:`EM_SOLVE_ITERATIONS`
+        Chebyshev iterations (from zero, with the FFT's circular differences) instead of an FFT.
+        """
+        if (w_i is None) != (w_v is None):
+            raise ValueError("give both source weights w_i and w_v, or neither")
+        shape = state.shape
+        arrays = [("f_pre", f_pre), ("I", I), ("V", V), ("out", out)]
+        arrays += [] if w_i is None else [("w_i", w_i), ("w_v", w_v)]
+        for name, array in arrays:
+            _check(name, array, shape)
+        height, width = shape
+        grid = _tile_grid(height, width)
+        taus = int(state.taus.gpudata)
+        self.function("em_estep").prepared_async_call(
+            grid, TILE, self.stream, f_pre.gpudata, I.gpudata, V.gpudata, state.F1.gpudata, state.F2.gpudata,
+            taus + 8 * state.slot, taus + 8 * (1 - state.slot), state.C.gpudata, state.D.gpudata,
+            state.rhs.gpudata, state.partials.gpudata, state.counter.gpudata, height, width)
+        state.slot = 1 - state.slot
+        solve = [array.gpudata for array in state.solve]
+        self.driver.memset_d32_async(solve[0], 0, height * width, self.stream)
+        chebyshev = self.function("em_chebyshev")
+        for k, omega in enumerate(em_chebyshev_omegas()):
+            prev = solve[(k - 1) % 3] if k > 0 else solve[0]
+            chebyshev.prepared_async_call(grid, TILE, self.stream, state.rhs.gpudata, prev, solve[k % 3],
+                                          solve[(k + 1) % 3], _f32(omega), height, width)
+        H = solve[EM_SOLVE_ITERATIONS % 3]
+        weighted = w_i is not None and w_v is not None
+        self.function("em_update").prepared_async_call(
+            grid, TILE, self.stream, I.gpudata, V.gpudata, H, state.C.gpudata, state.D.gpudata,
+            w_i.gpudata if w_i is not None else 0, w_v.gpudata if w_v is not None else 0, state.F1.gpudata,
+            state.F2.gpudata, out.gpudata, _f32(rho), _f32(rho / (2 * lamb + rho)), int(weighted),
+            height, width)
+
+    # -- lifetime --------------------------------------------------------------------------------
+
+    def synchronize(self) -> None:
+        """Wait for everything queued on :attr:`stream`."""
+        self.stream.synchronize()
+
+    def close(self) -> None:
+        """Finish queued work, free the work buffers and pop the primary context (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        self.stream.synchronize()
+        for buffer, _ in self._scratch.values():
+            buffer.free()
+        self._scratch.clear()
+        self._functions.clear()
+        self._modules.clear()
+        self.context.pop()

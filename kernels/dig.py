@@ -1,0 +1,66 @@
+"""Diffusion Information Gain (DIG) weights: per-pixel fusion weights from what the denoiser recovers.
+
+For source ``k`` (clean image ``c_k``), ``x0_t_k`` and ``x0_next_k`` are the denoiser's clean
+estimates of ``c_k`` noised to level t and to the next, lower level t' with the same noise draw.
+The gain ``g_k = (x0_t_k - c_k)**2 - (x0_next_k - c_k)**2`` is the squared-error loss the denoiser
+sheds between the two levels: where it is large, source k carries information the generation is
+still recovering, so it should steer the fusion there. ``kernels/dig.cu`` is the CUDA twin.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+
+MAX_SOURCES = 4  # the CUDA twin keeps the K gains of a pixel in registers
+SPREAD_EPS = 1e-12
+
+
+def box_mean(x: np.ndarray, window: int) -> np.ndarray:
+    """``window`` x ``window`` mean over the last two axes (float64), borders reflect-101.
+
+    Reflect-101 (``cv2.BORDER_REFLECT_101``, NumPy's ``reflect``) mirrors about the edge pixel
+    without repeating it; cumulative sums make the cost independent of ``window``.
+    """
+    radius = window // 2
+    pad = [(0, 0)] * (x.ndim - 2) + [(radius, radius), (radius, radius)]
+    padded = np.pad(x.astype(np.float64), pad, mode="reflect")
+    for axis in (-2, -1):
+        sums = np.cumsum(padded, axis=axis)
+        zero = np.zeros_like(np.take(sums, [0], axis=axis))
+        sums = np.concatenate([zero, sums], axis=axis)
+        size = sums.shape[axis]
+        padded = np.take(sums, range(window, size), axis=axis) - np.take(sums, range(size - window), axis=axis)
+    return padded / float(window * window)
+
+
+def check_dig_args(shape: Tuple[int, ...], window: int, tau_rel: float) -> None:
+    """Raise ValueError unless ``(K, H, W)`` inputs, an odd ``window`` and ``tau_rel`` suit both twins."""
+    if len(shape) != 3 or not 1 <= shape[0] <= MAX_SOURCES:
+        raise ValueError(f"DIG inputs must be (K, H, W) with 1 <= K <= {MAX_SOURCES}, got {shape}")
+    if window < 1 or window % 2 == 0 or window // 2 >= min(shape[1:]):
+        raise ValueError(f"DIG window must be odd, >= 1 and < 2*min(H, W), got {window} for {shape}")
+    if not tau_rel >= 0:
+        raise ValueError(f"DIG tau_rel must be >= 0, got {tau_rel}")
+
+
+def dig_weights(sources: np.ndarray, x0_t: np.ndarray, x0_next: np.ndarray, window: int,
+                tau_rel: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Fusion weights ``(K, H, W)`` (summing to 1 over k) and the smoothed gains, both float32.
+
+    ``gains = box_mean(g, window)``. The softmax temperature is
+    ``tau = tau_rel * sqrt(mean_{k,pixels} (gains_k - mean_k gains)**2) + 1e-12``, the RMS spread
+    between sources, which makes the weights independent of the gains' scale (that shrinks with
+    the noise level): neither uniform nor one-hot on real images. ``weights = softmax_k(gains / tau)``.
+    All inputs are ``(K, H, W)`` float32 in model space.
+    """
+    check_dig_args(sources.shape, window, tau_rel)
+    c = sources.astype(np.float64)
+    gain = (x0_t - c) ** 2 - (x0_next - c) ** 2
+    gains = box_mean(gain, window)
+    spread = gains - gains.mean(axis=0)
+    tau = tau_rel * np.sqrt(np.mean(spread * spread)) + SPREAD_EPS
+    logits = (gains - gains.max(axis=0)) / tau
+    weights = np.exp(logits)
+    weights /= weights.sum(axis=0)
+    return weights.astype(np.float32), gains.astype(np.float32)

@@ -1,0 +1,63 @@
+"""The loop's operations on host arrays: the NumPy twins plus the array plumbing the loop needs.
+
+``runtime.sampler`` calls these by name; ``kernels.cuda.CudaOps`` provides the same names on
+device arrays, so the loop is written once.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from .color import rgb_to_ycbcr, ycbcr_to_rgb
+from .dig import dig_weights
+from .em import em_init as _em_init
+from .em import em_step
+from .rng import gaussian
+from .step import ddim_update, predict_x0, q_sample
+
+__all__ = ["gaussian", "predict_x0", "q_sample", "ddim_update", "rgb_to_ycbcr", "ycbcr_to_rgb",
+           "em_step", "dig_weights", "em_init", "repeat_channels", "concat", "timesteps", "all_finite",
+           "luma_of", "replace_channel0", "to_host", "sync"]
+
+
+def em_init(shape: Tuple[int, int]):  # type: ignore[no-untyped-def]
+    """EM state for float32 images of ``shape``."""
+    return _em_init(shape, np.float32)
+
+
+def repeat_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """(K, H, W) -> (K, C, H, W): a grey source in a C-channel model's space."""
+    return np.ascontiguousarray(np.repeat(images[:, None], channels, axis=1))
+
+
+def concat(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays, axis=0)
+
+
+def timesteps(values: Sequence[int]) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32)
+
+
+def all_finite(array: np.ndarray) -> bool:
+    return bool(np.isfinite(array).all())
+
+
+def luma_of(images: np.ndarray) -> np.ndarray:
+    """(K, C, H, W) -> (K, H, W): channel mean (grey sources are replicated, so this is their grey)."""
+    return images.mean(axis=1, dtype=np.float32)
+
+
+def replace_channel0(images: np.ndarray, channel: np.ndarray) -> np.ndarray:
+    out = images.copy()
+    out[0] = channel
+    return out
+
+
+def to_host(array: np.ndarray) -> np.ndarray:
+    return np.asarray(array)
+
+
+def sync() -> None:
+    """Host arrays are always ready."""
+

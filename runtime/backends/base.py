@@ -1,0 +1,74 @@
+"""The one interface every backend implements (one small runner class per backend)."""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping
+
+import numpy as np
+
+from ..errors import ModelError
+
+MODEL_KEY = "dig2dig.model"
+SCHEDULE_KEY = "dig2dig.schedule"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the runtime needs to know about a model, read from the model file's metadata."""
+
+    in_channels: int
+    out_channels: int
+    learn_sigma: bool
+    multiple: int
+    precision: str
+    schedule: Dict[str, Any]
+    config: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_metadata(cls, props: Mapping[str, str], source: str) -> "ModelInfo":
+        """Parse ``dig2dig.model`` / ``dig2dig.schedule`` metadata; errors name ``source``."""
+        for key in (MODEL_KEY, SCHEDULE_KEY):
+            if key not in props:
+                raise ModelError(f"{source}: model metadata '{key}' is missing "
+                                 "(export the model with 'dig2dig export onnx')")
+        try:
+            model = json.loads(props[MODEL_KEY])
+            schedule = json.loads(props[SCHEDULE_KEY])
+            info = cls(in_channels=int(model["in_channels"]), out_channels=int(model["out_channels"]),
+                       learn_sigma=bool(model["learn_sigma"]), multiple=int(model["multiple"]),
+                       precision=str(model.get("precision", "fp32")), schedule=dict(schedule),
+                       config=dict(model.get("config", {})))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{source}: model metadata is malformed ({exc!r})") from exc
+        if info.in_channels not in (1, 3) or info.multiple < 1:
+            raise ModelError(f"{source}: unsupported model (in_channels={info.in_channels}, "
+                             f"multiple={info.multiple})")
+        return info
+
+    def to_metadata(self) -> Dict[str, str]:
+        """The metadata strings that ``from_metadata`` reads back."""
+        model = {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                 "learn_sigma": self.learn_sigma, "multiple": self.multiple,
+                 "precision": self.precision, "config": self.config}
+        return {MODEL_KEY: json.dumps(model, sort_keys=True), SCHEDULE_KEY: json.dumps(self.schedule, sort_keys=True)}
+
+
+class Runner(ABC):
+    """Runs the UNet: ``denoise(x, t)`` maps float32 ``[N, C, H, W]`` and ``[N]`` to the raw output."""
+
+    info: ModelInfo
+
+    @abstractmethod
+    def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Raw model output ``[N, C_out, H, W]`` (epsilon first) for inputs x at training steps t."""
+
+    def close(self) -> None:
+        """Release backend resources (sessions, engines, buffers)."""
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,41 @@
+"""onnxruntime runner: the CPU backend (and CUDA, when onnxruntime-gpu is installed)."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import ModelError
+from .base import ModelInfo, Runner
+
+
+class OrtRunner(Runner):
+    """Runs a dig2dig ONNX model with onnxruntime; one session, reused across calls."""
+
+    def __init__(self, path: str, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ModelError("the onnxruntime backend needs onnxruntime: pip install 'dig2dig[ort]'") from exc
+        if not os.path.isfile(path):
+            raise ModelError(f"{path}: model file not found")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        available = ort.get_available_providers()
+        chosen: List[str] = [p for p in (providers or ("CUDAExecutionProvider", "CPUExecutionProvider"))
+                             if p in available]
+        try:
+            self.session = ort.InferenceSession(path, options, providers=chosen)
+        except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
+            raise ModelError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from exc
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.info = ModelInfo.from_metadata(props, path)
+        self.path = path
+        self.providers = self.session.get_providers()
+
+    def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        t = np.ascontiguousarray(t, dtype=np.float32)
+        return self.session.run(["y"], {"x": x, "t": t})[0]

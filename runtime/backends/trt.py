@@ -1,0 +1,229 @@
+"""TensorRT runner: runs a dig2dig plan (``dig2dig export trt``) on the GPU.
+
+Uses only TensorRT's name-based API, which exists unchanged from 8.5 (JetPack 5) to 10.x:
+``num_io_tensors`` / ``get_tensor_name`` / ``set_input_shape`` / ``set_tensor_address`` /
+``execute_async_v3``. Device memory and the stream come from pycuda on the device's *primary*
+context, the one the CUDA runtime (and so TensorRT) uses, so buffers from the CUDA kernels
+(``kernels/cuda.py``, same context) can be handed to the engine directly.
+
+tensorrt and pycuda are imported when a runner is created, never when this module is imported.
+"""
+from __future__ import annotations
+
+import atexit
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from ..errors import InputError, ModelError
+from .base import ModelInfo, Runner
+from .plan_file import Profile, check_device, check_tensorrt_version, read_plan
+
+NO_TENSORRT = ("the TensorRT backend needs TensorRT's Python package (JetPack ships it for the system "
+               "Python; elsewhere: pip install tensorrt)")
+NO_PYCUDA = "the TensorRT backend needs pycuda: pip install 'dig2dig[gpu]' (with nvcc on PATH)"
+
+Shape4 = Tuple[int, int, int, int]
+
+
+def check_tensorrt() -> None:
+    """Raise ``ModelError`` with the fix unless TensorRT's Python package is importable."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise ModelError(f"{NO_TENSORRT} ({exc})") from exc
+    if not hasattr(tensorrt, "Runtime"):  # tensorrt-stubs alone leaves an empty namespace package
+        raise ModelError(f"{NO_TENSORRT} (only its type stubs are installed)")
+
+
+def cuda_driver() -> Any:
+    """pycuda.driver, initialised; ``ModelError`` with the fix when pycuda is missing."""
+    try:
+        import pycuda.driver as driver
+    except ImportError as exc:
+        raise ModelError(f"{NO_PYCUDA} ({exc})") from exc
+    driver.init()
+    return driver
+
+
+def _check_gpu_array(name: str, array: Any, shape: Tuple[int, ...]) -> None:
+    """Raise ``InputError`` unless ``array`` is a C-contiguous float32 pycuda GPUArray of ``shape``."""
+    if tuple(array.shape) != tuple(shape) or array.dtype != np.float32 or not array.flags.c_contiguous:
+        raise InputError(f"{name}: expected a C-contiguous float32 GPU array of shape {tuple(shape)}, "
+                         f"got {array.dtype} {tuple(array.shape)}")
+
+
+class TrtRunner(Runner):
+    """Runs a dig2dig TensorRT plan; one engine, one execution context, buffers reused across calls.
+
+    ``denoise(x, t)`` takes host arrays (copies up, runs, copies down). ``denoise_device(x, t, y)``
+    takes pycuda GPUArrays and only enqueues the engine on the stream: nothing leaves the GPU.
+    """
+
+    def __init__(self, path: str, device: int = 0, stream: Any = None) -> None:
+        check_tensorrt()
+        import tensorrt as trt
+
+        header, engine_bytes = read_plan(path)
+        check_tensorrt_version(header, path, trt.__version__)
+        self.info: ModelInfo = ModelInfo.from_metadata(header.metadata, path)
+        self.path = path
+        self.precision = header.precision
+        self.profiles: Tuple[Profile, ...] = header.profiles  # in the order the builder was given them
+        driver = cuda_driver()
+        if driver.Device.count() <= device:
+            raise ModelError(f"{path}: no CUDA device {device} (found {driver.Device.count()})")
+        gpu = driver.Device(device)
+        major, minor = gpu.compute_capability()
+        check_device(header, path, (int(major), int(minor)))
+        self._driver = driver
+        self._cuda_context = gpu.retain_primary_context()
+        self._cuda_context.push()
+        self._closed = False
+        self._buffers: Dict[str, Tuple[Any, int]] = {}
+        atexit.register(self.close)
+        try:
+            self.stream = stream if stream is not None else driver.Stream()
+            self._logger = trt.Logger(trt.Logger.WARNING)
+            # Engines built by TensorRT 8.5/8.6 hold the InstanceNormalization_TRT plugin (the ONNX
+            # parser's GroupNorm route there); deserializing them needs the plugin library registered.
+            trt.init_libnvinfer_plugins(self._logger, "")
+            self._runtime = trt.Runtime(self._logger)
+            engine = self._runtime.deserialize_cuda_engine(engine_bytes)
+            if engine is None:
+                raise ModelError(f"{path}: TensorRT {trt.__version__} could not deserialize the engine "
+                                 "(see its log above); rebuild it with 'dig2dig export trt'")
+            self._engine = engine
+            self._check_io()
+            context = engine.create_execution_context()
+            if context is None:
+                raise ModelError(f"{path}: TensorRT could not create an execution context (out of GPU memory?)")
+            self._context = context
+        except BaseException:
+            self.close()
+            raise
+        self._profile_index = 0
+        self._shape: Optional[Shape4] = None
+        self._out_shape: Shape4 = (0, 0, 0, 0)
+
+    def _check_io(self) -> None:
+        """Float32 inputs ``x``, ``t`` and output ``y`` (the ONNX contract), and the header's profiles."""
+        import tensorrt as trt
+
+        engine = self._engine
+        names = sorted(engine.get_tensor_name(i) for i in range(engine.num_io_tensors))
+        if names != ["t", "x", "y"]:
+            raise ModelError(f"{self.path}: engine tensors are {names}, expected inputs x, t and output y")
+        for name, mode in (("x", trt.TensorIOMode.INPUT), ("t", trt.TensorIOMode.INPUT),
+                           ("y", trt.TensorIOMode.OUTPUT)):
+            if engine.get_tensor_mode(name) != mode:
+                raise ModelError(f"{self.path}: engine tensor {name} is not an {mode.name.lower()}")
+            if engine.get_tensor_dtype(name) != trt.float32:
+                raise ModelError(f"{self.path}: engine tensor {name} is {engine.get_tensor_dtype(name).name}, "
+                                 "dig2dig engines take and return float32")
+        if engine.num_optimization_profiles != len(self.profiles):
+            raise ModelError(f"{self.path}: engine has {engine.num_optimization_profiles} optimisation profiles, "
+                             f"the plan header lists {len(self.profiles)}")
+
+    def output_shape(self, shape: Shape4) -> Shape4:
+        """Shape of ``y`` for an input ``x`` of ``shape``."""
+        return shape[0], self.info.out_channels, shape[2], shape[3]
+
+    def _prepare(self, shape: Shape4, stream_handle: int) -> Shape4:
+        """Select the profile holding ``shape`` and set the input shapes; return the output shape."""
+        if self._closed:
+            raise ModelError(f"{self.path}: the TensorRT runner is closed")
+        if shape == self._shape:
+            return self._out_shape
+        n, channels, height, width = shape
+        if channels != self.info.in_channels:
+            raise InputError(f"{self.path}: model takes {self.info.in_channels} channel(s), got {channels}")
+        multiple = self.info.multiple
+        if height % multiple or width % multiple:
+            raise InputError(f"{self.path}: height and width must be multiples of {multiple}, got {height}x{width}")
+        index = next((i for i, p in enumerate(self.profiles) if p.contains(n, height, width)), None)
+        if index is None:
+            ranges = "; ".join(p.describe() for p in self.profiles)
+            raise InputError(f"{self.path}: input {height}x{width},{n} (HxW,N) is outside the engine's "
+                             f"profile ({ranges}); rebuild the plan with a larger --max "
+                             "('dig2dig export trt') or use smaller images")
+        if index != self._profile_index:
+            if not self._context.set_optimization_profile_async(index, stream_handle):
+                raise ModelError(f"{self.path}: TensorRT refused optimisation profile {index}")
+            self._profile_index = index
+        if not (self._context.set_input_shape("x", shape) and self._context.set_input_shape("t", (n,))):
+            raise ModelError(f"{self.path}: TensorRT refused input shape {shape}")
+        dims = self._context.get_tensor_shape("y")
+        out = tuple(int(dims[i]) for i in range(len(dims)))
+        if out != self.output_shape(shape):
+            raise ModelError(f"{self.path}: engine output shape {out}, the metadata implies {self.output_shape(shape)}")
+        self._shape, self._out_shape = shape, self.output_shape(shape)
+        return self._out_shape
+
+    def _buffer(self, name: str, nbytes: int) -> Any:
+        """Device buffer ``name`` of at least ``nbytes``, allocated once and grown when needed."""
+        buffer, size = self._buffers.get(name, (None, 0))
+        if size < nbytes:
+            if buffer is not None:
+                self.stream.synchronize()
+                buffer.free()
+            buffer = self._driver.mem_alloc(nbytes)
+            self._buffers[name] = (buffer, nbytes)
+        return buffer
+
+    def _enqueue(self, x_ptr: int, t_ptr: int, y_ptr: int, stream_handle: int) -> None:
+        for name, pointer in (("x", x_ptr), ("t", t_ptr), ("y", y_ptr)):
+            self._context.set_tensor_address(name, pointer)
+        if not self._context.execute_async_v3(stream_handle):
+            raise ModelError(f"{self.path}: TensorRT failed to run the engine (see its log above)")
+
+    def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Raw model output for host arrays: copy up, run on :attr:`stream`, wait, copy down."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        t = np.ascontiguousarray(t, dtype=np.float32)
+        if x.ndim != 4 or t.shape != (x.shape[0],):
+            raise InputError(f"expected x [N, C, H, W] and t [N], got {x.shape} and {t.shape}")
+        n, channels, height, width = (int(v) for v in x.shape)
+        out_shape = self._prepare((n, channels, height, width), self.stream.handle)
+        y = np.empty(out_shape, dtype=np.float32)
+        x_dev, t_dev, y_dev = (self._buffer(k, a.nbytes) for k, a in (("x", x), ("t", t), ("y", y)))
+        # Synchronous copies run on the legacy default stream, which orders them with the
+        # (blocking) pycuda stream the engine runs on.
+        self._driver.memcpy_htod(x_dev, x)
+        self._driver.memcpy_htod(t_dev, t)
+        self._enqueue(int(x_dev), int(t_dev), int(y_dev), self.stream.handle)
+        self.stream.synchronize()
+        self._driver.memcpy_dtoh(y, y_dev)
+        return y
+
+    def denoise_device(self, x: Any, t: Any, y: Any, stream_handle: Optional[int] = None) -> None:
+        """Enqueue the engine on GPU arrays: x ``[N, C, H, W]``, t ``[N]`` in, y ``[N, C_out, H, W]`` out.
+
+        All three are C-contiguous float32 pycuda GPUArrays on this device; the call only enqueues
+        work on ``stream_handle`` (default: :attr:`stream`), so synchronise before reading y.
+        """
+        if len(x.shape) != 4:
+            raise InputError(f"x: expected [N, C, H, W], got {tuple(x.shape)}")
+        n, channels, height, width = (int(v) for v in x.shape)
+        handle = self.stream.handle if stream_handle is None else int(stream_handle)
+        out_shape = self._prepare((n, channels, height, width), handle)
+        _check_gpu_array("x", x, (n, channels, height, width))
+        _check_gpu_array("t", t, (n,))
+        _check_gpu_array("y", y, out_shape)
+        self._enqueue(int(x.gpudata), int(t.gpudata), int(y.gpudata), handle)
+
+    def close(self) -> None:
+        """Wait for queued work, free buffers, release the engine and pop the CUDA context (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        if hasattr(self, "stream"):
+            self.stream.synchronize()
+        for buffer, _ in self._buffers.values():
+            buffer.free()
+        self._buffers.clear()
+        for name in ("_context", "_engine", "_runtime"):  # TensorRT objects, dependants first
+            if hasattr(self, name):
+                delattr(self, name)
+        self._cuda_context.pop()

@@ -1,0 +1,311 @@
+"""Reading source images, pairing them, and writing results.
+
+The fusion works on luminance only, so a source is read into a luma plane (float32, [0, 1]) plus,
+for colour images, its Cb/Cr planes, which are put back around the fused luma at the end.
+Colour conversion is full-range BT.601 YCbCr (the JPEG convention, as OpenCV's
+``COLOR_RGB2YCrCb`` computes it on float data), the space DDFM-style fusion papers use.
+"""
+from __future__ import annotations
+
+import codecs
+import io
+import os
+import secrets
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from .errors import InputError, NumericalError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# 16-bit and float sources have no fixed white level: raw thermal frames, for instance, fill only
+# a narrow band of the 16-bit range. They are stretched so that these percentiles of the pixel
+# values map to 0 and 1 (values outside are clipped); the half-percent tails keep a few hot or
+# dead pixels from compressing the whole image into a sliver of grey levels.
+LOW_PERCENTILE = 0.5
+HIGH_PERCENTILE = 99.5
+
+# Output formats by file extension, with the deepest sample each can hold.
+WRITE_DEPTHS = {".png": 16, ".tif": 16, ".tiff": 16, ".jpg": 8, ".jpeg": 8, ".bmp": 8}
+
+_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"II+\x00": "TIFF",
+    b"MM\x00+": "TIFF",
+    b"BM": "BMP",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source image: luma (H, W), chroma (2, H, W) Cb/Cr or None for grey, both float32 in [0, 1]."""
+
+    path: str
+    luma: np.ndarray
+    chroma: Optional[np.ndarray]
+    bit_depth: int
+
+    @property
+    def height(self) -> int:
+        return int(self.luma.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.luma.shape[1])
+
+
+def read_source(path: PathLike) -> Source:
+    """Read an 8/16-bit or float image (grey, RGB or RGBA; alpha dropped) into a ``Source``.
+
+    8-bit data is scaled by 1/255 exactly; 16-bit and float data (float only when outside
+    [0, 1]) are stretched by the ``LOW_PERCENTILE``/``HIGH_PERCENTILE`` percentiles. An RGB
+    image whose three channels are identical is treated as grey. Every problem is an
+    ``InputError`` that names the file.
+    """
+    name = os.fspath(path)
+    raw = _decode(name, _read_bytes(name))
+    pixels, bit_depth = _normalise(name, _rgb_or_grey(name, raw))
+    if pixels.ndim == 2:
+        return Source(name, pixels, None, bit_depth)
+    ycrcb = np.clip(cv2.cvtColor(pixels, cv2.COLOR_RGB2YCrCb), 0.0, 1.0)
+    luma = np.ascontiguousarray(ycrcb[..., 0])
+    chroma = np.ascontiguousarray(np.stack([ycrcb[..., 2], ycrcb[..., 1]]))
+    return Source(name, luma, chroma, bit_depth)
+
+
+def _read_bytes(name: str) -> bytes:
+    if not os.path.exists(name):
+        raise InputError(f"{name}: no such file")
+    if os.path.isdir(name):
+        raise InputError(f"{name}: is a directory, not an image")
+    try:
+        with open(name, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from exc
+    if not data:
+        raise InputError(f"{name}: empty file (0 bytes)")
+    return data
+
+
+def _decode(name: str, data: bytes) -> np.ndarray:
+    """Decode with OpenCV from bytes (one read; also works for non-ASCII paths on Windows)."""
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise InputError(f"{name}: {_why_undecodable(data)}")
+    if raw.size == 0 or raw.shape[0] == 0 or raw.shape[1] == 0:
+        raise InputError(f"{name}: image has zero height or width ({raw.shape[0]}x{raw.shape[1]})")
+    return raw
+
+
+def _why_undecodable(data: bytes) -> str:
+    for magic, kind in _SIGNATURES.items():
+        if data.startswith(magic):
+            return f"corrupt or truncated {kind} file"
+    head = data[:512]
+    if b"\x00" not in head:
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head)
+            return "not an image (it looks like a text file)"
+        except UnicodeDecodeError:
+            pass
+    return "not an image in a format OpenCV can read"
+
+
+def _rgb_or_grey(name: str, raw: np.ndarray) -> np.ndarray:
+    """(H, W) grey or (H, W, 3) RGB: drops alpha, reorders BGR, and folds identical channels."""
+    if raw.ndim == 2:
+        return raw
+    channels = raw.shape[2]
+    if channels == 1 or channels == 2:
+        return raw[..., 0]
+    if channels not in (3, 4):
+        raise InputError(f"{name}: unsupported image with {channels} channels")
+    rgb = raw[..., 2::-1]
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return rgb[..., 0]
+    return rgb
+
+
+def _normalise(name: str, pixels: np.ndarray) -> Tuple[np.ndarray, int]:
+    """Map samples to float32 [0, 1]; returns (array, bit depth of the file)."""
+    if pixels.dtype == np.uint8:
+        return np.ascontiguousarray(pixels, dtype=np.float32) / np.float32(255.0), 8
+    if pixels.dtype == np.uint16:
+        return _stretch(pixels.astype(np.float32), 65535.0), 16
+    if pixels.dtype in (np.float32, np.float64):
+        if np.isnan(pixels).any():
+            raise InputError(f"{name}: float image contains NaN values")
+        if np.isinf(pixels).any():
+            raise InputError(f"{name}: float image contains infinite values")
+        values = pixels.astype(np.float32)
+        if values.min() >= 0.0 and values.max() <= 1.0:
+            return np.ascontiguousarray(values), 32
+        return _stretch(values, 1.0), 32
+    raise InputError(f"{name}: unsupported sample type {pixels.dtype} "
+                     "(use 8- or 16-bit unsigned integers, or float)")
+
+
+def _stretch(values: np.ndarray, full_scale: float) -> np.ndarray:
+    """Percentile stretch to [0, 1]; a flat image is scaled by ``full_scale`` instead."""
+    low, high = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    if high <= low:
+        low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.ascontiguousarray(np.clip(values / np.float32(full_scale), 0.0, 1.0))
+    scaled = (values - np.float32(low)) / np.float32(high - low)
+    return np.ascontiguousarray(np.clip(scaled, 0.0, 1.0), dtype=np.float32)
+
+
+def check_pair(a: Source, b: Source) -> None:
+    """Fusion needs registered sources of one size; say which files differ and how to proceed."""
+    if a.luma.shape != b.luma.shape:
+        raise InputError(f"{a.path} is {a.height}x{a.width} but {b.path} is {b.height}x{b.width} "
+                         "(height x width): the sources must be the same size "
+                         "(pass --resize to resample them to one size)")
+
+
+def resize_to(source: Source, height: int, width: int) -> Source:
+    """Resample a source (luma and chroma) to height x width: area when shrinking, cubic otherwise."""
+    if height < 1 or width < 1:
+        raise InputError(f"{source.path}: cannot resize to {height}x{width}")
+    if (height, width) == source.luma.shape:
+        return source
+    shrinking = height <= source.height and width <= source.width
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+
+    def plane(values: np.ndarray) -> np.ndarray:
+        resized = cv2.resize(values, (width, height), interpolation=interpolation)
+        return np.clip(resized, 0.0, 1.0)
+
+    chroma = None if source.chroma is None else np.stack([plane(c) for c in source.chroma])
+    return replace(source, luma=plane(source.luma), chroma=chroma)
+
+
+def merge_chroma(sources: Sequence[Source]) -> Optional[np.ndarray]:
+    """The Cb/Cr planes for the fused image, or None when every source is grey.
+
+    One colour source lends its chroma unchanged. Several are fused per pixel by their
+    saturation, C = sum(C_i * |C_i - 0.5|) / sum(|C_i - 0.5|) (0.5 where all are neutral), the
+    chrominance rule of DeepFuse (Prabhakar et al., ICCV 2017) that U2Fusion and later
+    multi-exposure / multi-focus fusion work also use: the more vivid colour wins, so washed-out
+    over-exposed or grey regions do not dilute it.
+    """
+    coloured = [s for s in sources if s.chroma is not None]
+    for other in coloured[1:]:
+        check_pair(coloured[0], other)
+    planes = [s.chroma for s in coloured if s.chroma is not None]
+    if not planes:
+        return None
+    if len(planes) == 1:
+        return planes[0].copy()
+    numerator = np.zeros_like(planes[0])
+    denominator = np.zeros_like(planes[0])
+    for chroma in planes:
+        weight = np.abs(chroma - np.float32(0.5))
+        numerator += chroma * weight
+        denominator += weight
+    neutral = denominator == 0.0
+    fused = numerator / np.where(neutral, np.float32(1.0), denominator)
+    fused[neutral] = 0.5
+    return fused
+
+
+def output_bit_depth(path: PathLike, sources: Sequence[Source]) -> int:
+    """16 for a .tif/.tiff output when a source had more than 8 bits, else 8 (the default)."""
+    extension = os.path.splitext(os.fspath(path))[1].lower()
+    deep = any(source.bit_depth > 8 for source in sources)
+    return 16 if extension in (".tif", ".tiff") and deep else 8
+
+
+def to_image(luma: np.ndarray, chroma: Optional[np.ndarray] = None, bit_depth: int = 8) -> np.ndarray:
+    """Fused luma (H, W) plus optional Cb/Cr (2, H, W) to a uint8/uint16 (H, W) or (H, W, 3) RGB image."""
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    if not np.isfinite(luma).all():
+        raise NumericalError("the fused image contains NaN or Inf values")
+    luma = np.asarray(luma, dtype=np.float32)
+    if chroma is None:
+        pixels = np.clip(luma, 0.0, 1.0)
+    else:
+        ycrcb = np.dstack([luma, chroma[1], chroma[0]]).astype(np.float32)
+        pixels = np.clip(cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB), 0.0, 1.0)
+    if bit_depth == 16:
+        return np.rint(pixels * 65535.0).astype(np.uint16)
+    return np.rint(pixels * 255.0).astype(np.uint8)
+
+
+def write_image(path: PathLike, image: np.ndarray) -> None:
+    """Atomically write a uint8/uint16 grey or RGB image; the extension picks the format."""
+    name = os.fspath(path)
+    extension = os.path.splitext(name)[1].lower()
+    if extension not in WRITE_DEPTHS:
+        raise InputError(f"{name}: unknown image extension '{extension}' "
+                         f"(use one of {', '.join(sorted(WRITE_DEPTHS))})")
+    if image.dtype not in (np.uint8, np.uint16) or not (
+            image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"expected a uint8/uint16 (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}")
+    if image.dtype == np.uint16 and WRITE_DEPTHS[extension] < 16:
+        raise InputError(f"{name}: {extension} cannot hold 16-bit samples (use .png or .tif)")
+    pixels = image if image.ndim == 2 else np.ascontiguousarray(image[..., ::-1])
+    try:
+        ok, encoded = cv2.imencode(extension, pixels)
+    except cv2.error as exc:
+        raise InputError(f"{name}: cannot encode image ({exc})") from exc
+    if not ok:
+        raise InputError(f"{name}: cannot encode image as {extension}")
+    _write_atomic(name, encoded.tobytes())
+
+
+def write_npy(path: PathLike, array: np.ndarray) -> None:
+    """Atomically write an array as a .npy file (no pickling)."""
+    name = os.fspath(path)
+    if not name.lower().endswith(".npy"):
+        raise InputError(f"{name}: expected a .npy file name")
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    _write_atomic(name, buffer.getvalue())
+
+
+def _write_atomic(name: str, data: bytes) -> None:
+    """Write to a temporary file beside the target, then rename it over the target.
+
+    A reader sees the old file or the complete new one, never a partial one; on any failure the
+    temporary file is removed and an existing target is left as it was.
+    """
+    directory = os.path.dirname(os.path.abspath(name))
+    if not os.path.isdir(directory):
+        raise InputError(f"{name}: output directory {directory} does not exist")
+    if os.path.isdir(name):
+        raise InputError(f"{name}: is a directory")
+    temporary = os.path.join(directory, f".{os.path.basename(name)}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:
+        descriptor = os.open(temporary, flags, 0o666)
+    except OSError as exc:
+        raise InputError(f"{name}: cannot write to {directory} ({exc.strerror or exc})") from exc
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, name)
+    except OSError as exc:
+        _discard(temporary)
+        raise InputError(f"{name}: cannot write ({exc.strerror or exc})") from exc
+    except BaseException:
+        _discard(temporary)
+        raise
+
+
+def _discard(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass

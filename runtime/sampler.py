@@ -1,0 +1,151 @@
+"""The reverse loop: DDIM over the prior, DDFM's EM guidance, Dig2DIG's dynamic weights.
+
+Read top to bottom, one step is:
+
+1. denoise x_t (and, on a DIG refresh, every source noised to t and to the next level t', with
+   one shared noise draw, in the same batched call);
+2. x0 = predict_x0(x_t) (clipped to [-1, 1]);
+3. on a refresh: per-pixel information gains of each source between t and t' and their softmax
+   weights (Cao et al. 2025, Dig2DIG, Sec. 3); otherwise reuse the last weights;
+4. guidance: DDFM's EM step pulls the luminance of x0 toward the sources (Zhao et al. 2023),
+   each source's data term scaled by its weight; uniform weights give DDFM exactly;
+5. DDIM update (eta = 0) from the corrected x0.
+
+The loop is written once over ``ops``: the NumPy twins (``kernels.NUMPY_OPS``, the CPU path) or
+the CUDA kernels of the same names, and over any backend ``Runner``.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, DefaultDict, Dict, List, Optional
+
+import numpy as np
+
+from ..kernels import NUMPY_OPS
+from .backends.base import Runner
+from .errors import NumericalError
+from .schedule import Schedule
+
+NOISE_STREAM_INIT = 0
+NOISE_STREAM_DIG = 1
+
+
+@dataclass
+class Settings:
+    """Sampler settings; the defaults are the ones chosen in docs/QUALITY.md."""
+
+    steps: int = 10
+    guidance: str = "dig"
+    dig_every: int = 2
+    dig_window: int = 9
+    dig_tau: float = 1.0
+    lamb: float = 0.5
+    rho: float = 0.001
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.guidance not in ("dig", "static"):
+            raise ValueError(f"guidance must be 'dig' or 'static', got {self.guidance!r}")
+        if self.steps < 1 or self.dig_every < 1 or self.dig_window < 1 or self.dig_window % 2 == 0:
+            raise ValueError("steps and dig_every must be >= 1 and dig_window a positive odd number")
+
+
+@dataclass
+class Trace:
+    """What the loop saw: DIG weights at each refresh and seconds spent per stage."""
+
+    refreshes: List[Dict[str, Any]] = field(default_factory=list)
+    seconds: DefaultDict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+class _Stage:
+    """Adds the wall time of a ``with`` block to ``trace.seconds[name]`` (after ``ops.sync``)."""
+
+    def __init__(self, trace: Trace, ops: Any):
+        self.trace, self.ops = trace, ops
+
+    def __call__(self, name: str) -> "_Stage":
+        self.name = name
+        return self
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.ops.sync()
+        self.trace.seconds[self.name] += time.perf_counter() - self.start
+
+
+def initial_noise(shape: tuple, seed: int, ops: Any = NUMPY_OPS) -> Any:
+    """x_T: counter-based Gaussian noise, the same numbers on CPU and GPU for a given seed."""
+    return ops.gaussian(seed, NOISE_STREAM_INIT, shape)
+
+
+def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any = NUMPY_OPS,
+           progress: Optional[Callable[[int, int], None]] = None, trace: Optional[Trace] = None) -> Any:
+    """Fuse two sources into a sample of the prior's model space.
+
+    ``sources``: ``(2, H, W)`` luminance in [-1, 1], ordered (A, B) as the CLI's roles; DDFM's EM
+    calls B its ``I`` and A its ``V`` (visible and infrared in DDFM's own IVF setup).
+    ``x_T``: ``(C, H, W)`` start noise, C the model's input channels. Returns x_0 ``(C, H, W)``.
+    """
+    trace = trace if trace is not None else Trace()
+    stage = _Stage(trace, ops)
+    schedule = Schedule.create(settings.steps, runner.info.schedule)
+    channels = runner.info.in_channels
+    num_sources = sources.shape[0]
+    source_input = ops.repeat_channels(sources, channels)  # (K, C, H, W) in the model's space
+    x = x_T
+    weights = None
+    em_state = ops.em_init(sources.shape[1:])
+    steps = len(schedule.timesteps)
+    for i in range(steps):
+        t = int(schedule.timesteps[i])
+        abar, abar_prev = float(schedule.alphas_cumprod[i]), float(schedule.alphas_cumprod_prev[i])
+        refresh = settings.guidance == "dig" and i % settings.dig_every == 0 and i + 1 < steps
+
+        with stage("backend"):
+            if refresh:
+                t_next = int(schedule.timesteps[i + 1])
+                abar_next = float(schedule.alphas_cumprod[i + 1])
+                noise = ops.gaussian(settings.seed, NOISE_STREAM_DIG + i, source_input.shape[1:])
+                batch = ops.concat([x[None], ops.q_sample(source_input, noise, abar),
+                                    ops.q_sample(source_input, noise, abar_next)])
+                times = [t] * (1 + num_sources) + [t_next] * num_sources
+            else:
+                batch, times = x[None], [t]
+            out = runner.denoise(batch, ops.timesteps(times))
+            if not ops.all_finite(out):
+                raise NumericalError(f"the model returned NaN/Inf at timestep {t}")
+            eps = out[:, :channels]
+
+        x0 = ops.predict_x0(x, eps[0], abar)
+
+        if refresh:
+            with stage("dig"):
+                k = num_sources
+                x0_t = ops.luma_of(ops.predict_x0(batch[1:1 + k], eps[1:1 + k], abar))
+                x0_next = ops.luma_of(ops.predict_x0(batch[1 + k:], eps[1 + k:], abar_next))
+                weights, gains = ops.dig_weights(sources, x0_t, x0_next, settings.dig_window, settings.dig_tau)
+                trace.refreshes.append({"step": i, "t": t, "t_next": t_next,
+                                        "weights": ops.to_host(weights), "gains": ops.to_host(gains)})
+
+        with stage("guidance"):
+            ycc = ops.rgb_to_ycbcr(x0) if channels == 3 else x0
+            fused, em_state = ops.em_step(ycc[0], sources[1], sources[0], em_state, settings.lamb, settings.rho,
+                                          None if weights is None else weights[1],
+                                          None if weights is None else weights[0])
+            x0 = ops.ycbcr_to_rgb(ops.replace_channel0(ycc, fused)) if channels == 3 else fused[None]
+            x = ops.ddim_update(x, x0, abar, abar_prev)
+        if progress is not None:
+            progress(i + 1, steps)
+    return x
+
+
+def luminance_of_sample(x: np.ndarray) -> np.ndarray:
+    """The fused luminance of a final sample: the channel itself, or Y of RGB (as DDFM's sample.py)."""
+    if x.shape[0] == 1:
+        return x[0]
+    return 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]

@@ -1,0 +1,50 @@
+"""dig2dig: Dig2DIG diffusion image fusion for the edge.
+
+The repository folders form one import namespace when installed:
+``export/`` -> ``dig2dig.export``, ``runtime/`` -> ``dig2dig.runtime``,
+``kernels/`` -> ``dig2dig.kernels``, ``calibration/`` -> ``dig2dig.calibration``,
+``models/`` -> ``dig2dig.models`` (the shipped default prior).
+"""
+from setuptools import setup
+
+PACKAGES = {
+    "dig2dig": "dig2dig",
+    "dig2dig.export": "export",
+    "dig2dig.runtime": "runtime",
+    "dig2dig.runtime.backends": "runtime/backends",
+    "dig2dig.kernels": "kernels",
+    "dig2dig.calibration": "calibration",
+    "dig2dig.models": "models",
+}
+
+setup(
+    name="dig2dig",
+    version="0.1.0",
+    description="Diffusion image fusion with Diffusion Information Gains (Dig2DIG on DDFM), lean runtime",
+    python_requires=">=3.8",
+    packages=list(PACKAGES),
+    package_dir=PACKAGES,
+    package_data={
+        "dig2dig.kernels": ["*.cu", "*.cuh"],
+        "dig2dig.models": ["default/*"],
+    },
+    install_requires=[
+        "numpy>=1.21",
+        # Headless build: CI machines and Jetsons without a desktop have no libGL,
+        # which the plain opencv-python wheel needs at import. Same cv2 API.
+        "opencv-python-headless>=4.5",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "ort": ["onnxruntime>=1.15"],
+        "gpu": ["pycuda>=2022.1"],
+        "export": ["torch>=2.1", "onnx>=1.14", "onnxscript", "safetensors>=0.4", "onnxruntime>=1.15"],
+        "eval": ["scipy>=1.7", "scikit-image>=0.19", "scikit-learn>=1.0"],
+        "test": [
+            "pytest>=7", "torch>=2.1", "onnx>=1.14", "onnxscript", "safetensors>=0.4",
+            "onnxruntime>=1.15", "scipy>=1.7", "scikit-image>=0.19", "scikit-learn>=1.0",
+            "mypy>=1.5", "tensorrt-stubs",
+        ],
+    },
+    entry_points={"console_scripts": ["dig2dig = dig2dig.runtime.cli:main"]},
+)

@@ -1,0 +1,202 @@
+"""Every kernels/*.cu builds with nvcc, with the launcher's options, for the GPUs users deploy on,
+and the launcher's argument lists match the kernels' signatures.
+
+Xavier is sm_72, Orin sm_87, H100 sm_90. Needs nvcc only (no GPU, no pycuda); runs in CI.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+import subprocess
+import sys
+import types
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, FrozenSet, List
+
+import numpy as np
+import pytest
+
+from dig2dig.kernels import cuda
+
+ARCHS = ("sm_72", "sm_87", "sm_90")
+SOURCES = sorted(cuda.KERNEL_DIR.glob("*.cu"))
+
+
+@lru_cache(maxsize=None)
+def nvcc() -> str:
+    try:
+        return cuda.find_nvcc()
+    except cuda.CudaError as exc:
+        pytest.skip(f"nvcc is not installed: {exc}")
+
+
+@lru_cache(maxsize=None)
+def supported_archs() -> FrozenSet[str]:
+    listed = subprocess.run([nvcc(), "--list-gpu-code"], capture_output=True, text=True)
+    return frozenset(listed.stdout.split())
+
+
+def build_all(commands: List[List[str]]) -> None:
+    """Run the nvcc commands in parallel; fail with each failure's output (ptxas -v resource usage included)."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = list(pool.map(lambda command: subprocess.run(command, capture_output=True, text=True), commands))
+    failures = [f"$ {' '.join(command)}\n{result.stdout}{result.stderr}"
+                for command, result in zip(commands, results) if result.returncode != 0]
+    assert not failures, "\n\n".join(failures)
+
+
+def test_there_are_kernels():
+    assert {"color.cu", "dig.cu", "em.cu", "rng.cu", "step.cu"} <= {source.name for source in SOURCES}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_kernels_compile_to_cubin(arch: str, tmp_path: Path):
+    if arch not in supported_archs():
+        pytest.skip(f"this nvcc cannot target {arch} (CUDA 13 dropped sm_72, Xavier); "
+                    "JetPack 5's CUDA 11.4 builds it on the device")
+    build_all([cuda.nvcc_command(nvcc(), source, arch, tmp_path / f"{source.stem}.cubin", extra=("-Xptxas", "-v"))
+               for source in SOURCES])
+    assert all((tmp_path / f"{source.stem}.cubin").stat().st_size > 0 for source in SOURCES)
+
+
+def test_kernels_compile_to_ptx(tmp_path: Path):
+    arch = next((arch for arch in ARCHS if arch in supported_archs()), None)
+    if arch is None:
+        pytest.skip(f"this nvcc targets none of {ARCHS}")
+    build_all([cuda.nvcc_command(nvcc(), source, arch, tmp_path / f"{source.stem}.ptx", fmt="ptx")
+               for source in SOURCES])
+    for source in SOURCES:
+        ptx = (tmp_path / f"{source.stem}.ptx").read_text()
+        assert ".entry" in ptx, source.name
+
+
+def test_compile_cubin_caches_by_content(tmp_path: Path):
+    arch = next((arch for arch in ARCHS if arch in supported_archs()), None)
+    if arch is None:
+        pytest.skip(f"this nvcc targets none of {ARCHS}")
+    first = cuda.compile_cubin("rng", arch, tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert cuda.compile_cubin("rng", arch, tmp_path) == first and first.stat().st_mtime_ns == stamp
+    assert [path.name for path in tmp_path.iterdir()] == [first.name]
+    assert first.name.startswith(f"rng-{arch}-")
+
+
+C_TYPES = {"float*": "P", "unsignedint*": "P", "int": "i", "float": "f", "double": "d", "unsignedlonglong": "Q"}
+
+
+def kernel_signatures() -> dict:
+    """name -> (source stem, pycuda format) parsed from the extern "C" __global__ declarations."""
+    found = {}
+    for source in SOURCES:
+        text = source.read_text()
+        for name, params in re.findall(r'extern "C" __global__ void (\w+)\(([^)]*)\)', text):
+            fmt = ""
+            for param in params.split(","):
+                words = param.replace("*", " * ").replace("const", "").replace("__restrict__", "").split()
+                fmt += C_TYPES["".join(words[:-1])]
+            found[name] = (source.stem, fmt)
+    return found
+
+
+def test_launcher_formats_match_kernel_signatures():
+    assert kernel_signatures() == cuda.KERNELS
+
+
+class FakeArray:
+    """Stands in for a pycuda GPUArray (and a DeviceAllocation): shape, dtype, flags, a distinct pointer."""
+
+    pointers = iter(range(1 << 20, 1 << 40, 1 << 20))
+
+    def __init__(self, shape: Any, dtype: Any = np.float32) -> None:
+        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.dtype, self.ndim = np.dtype(dtype), len(self.shape)
+        self.size = int(np.prod(self.shape))
+        self.flags = types.SimpleNamespace(c_contiguous=True)
+        self.gpudata = next(self.pointers)
+
+    def __index__(self) -> int:
+        return self.gpudata
+
+    def free(self) -> None:
+        """Device memory is not real here."""
+
+
+class FakeFunction:
+    def __init__(self, name: str, calls: list) -> None:
+        self.name, self.calls = name, calls
+
+    def prepare(self, fmt: str) -> "FakeFunction":
+        self.fmt = fmt
+        return self
+
+    def prepared_async_call(self, grid: tuple, block: tuple, stream: Any, *args: Any, shared_size: int = 0) -> None:
+        struct.pack("@" + self.fmt, *args)  # raises on a wrong count or type, as pycuda would
+        self.calls.append((self.name, grid, block, args))
+
+
+def fake_pycuda(calls: list) -> types.ModuleType:
+    """A pycuda stand-in on one sm_90 device that records kernel launches."""
+    context = types.SimpleNamespace(push=lambda: None, pop=lambda: None)
+    device = types.SimpleNamespace(retain_primary_context=lambda: context, compute_capability=lambda: (9, 0))
+    driver = types.ModuleType("pycuda.driver")
+    driver.init = lambda: None
+    driver.Device = lambda number: device
+    driver.Device.count = lambda: 1
+    driver.Stream = lambda: types.SimpleNamespace(synchronize=lambda: None)
+    driver.module_from_file = lambda path: types.SimpleNamespace(get_function=lambda name: FakeFunction(name, calls))
+    driver.mem_alloc = lambda nbytes: FakeArray(nbytes)
+    driver.memset_d32_async = lambda *args: calls.append(("memset", args))
+    gpuarray = types.ModuleType("pycuda.gpuarray")
+    gpuarray.to_gpu = lambda array: FakeArray(array.shape, array.dtype)
+    package = types.ModuleType("pycuda")
+    package.driver, package.gpuarray = driver, gpuarray
+    return package
+
+
+def test_launchers_dry_run(monkeypatch):
+    """Every launcher on a recording stand-in for pycuda: argument packing, grids, EM buffer rotation."""
+    calls: list = []
+    package = fake_pycuda(calls)
+    for name, module in (("pycuda", package), ("pycuda.driver", package.driver), ("pycuda.gpuarray", package.gpuarray)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(cuda, "compile_cubin", lambda module, arch, directory=None: Path(f"{module}.cubin"))
+    ops = cuda.CudaKernels()
+    height, width = 37, 70
+
+    def like(shape: tuple) -> FakeArray:
+        return FakeArray(shape)
+
+    rgb, batch, pair, image = like((3, height, width)), like((2, 3, height, width)), like((2, height, width)), \
+        like((height, width))
+    ops.predict_x0(rgb, like(rgb.shape), 0.5, True, like(rgb.shape))
+    ops.ddim_update(rgb, like(rgb.shape), 0.5, 0.7, like(rgb.shape))
+    ops.q_sample(batch, rgb, 0.5, like(batch.shape))
+    ops.rgb_to_ycbcr(rgb, like(rgb.shape))
+    ops.ycbcr_to_rgb(rgb, like(rgb.shape))
+    ops.gaussian(1, 2, rgb)
+    ops.dig_weights(pair, like(pair.shape), like(pair.shape), 9, 1.0, like(pair.shape), like(pair.shape))
+    state = ops.em_init((height, width))
+    ops.em_step(image, like(image.shape), like(image.shape), state, 0.5, 0.001, like(image.shape),
+                like(image.shape), like(image.shape))
+    with pytest.raises(ValueError):
+        ops.q_sample(batch, like((4, height, width)), 0.5, like(batch.shape))
+    ops.close()
+    launches = [call for call in calls if call[0] != "memset"]
+    names = [call[0] for call in launches]
+    assert names == ["predict_x0", "ddim_update", "q_sample", "rgb_to_ycbcr", "ycbcr_to_rgb", "gaussian",
+                     "dig_hbox", "dig_vbox", "dig_softmax", "em_estep"] + \
+        ["em_chebyshev"] * cuda.EM_SOLVE_ITERATIONS + ["em_update"]
+    for name, grid, block, args in launches:
+        threads = [g * b for g, b in zip(tuple(grid) + (1,) * (3 - len(grid)), block)]
+        if name in ("predict_x0", "ddim_update", "q_sample", "rgb_to_ycbcr", "ycbcr_to_rgb", "dig_softmax"):
+            assert threads[0] >= args[-1], name  # the element count is the last argument
+        if name.startswith("em_") or name == "dig_vbox":
+            assert threads[0] >= width and threads[1] >= height, name
+    chebyshev = [call[3] for call in launches if call[0] == "em_chebyshev"]
+    for before, after in zip(chebyshev, chebyshev[1:]):
+        assert after[1] == before[2] and after[2] == before[3]  # prev <- cur, cur <- next
+    assert len({args[3] for args in chebyshev[:3]}) == 3
+    assert launches[-1][3][2] == chebyshev[-1][3]  # em_update reads the last iterate as H
