@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..runtime.errors import InputError, ModelError
-from .atomic import atomic_replace
+from ..runtime.atomic import atomic_replace
 from .unet import UNetModel, create_model, resolve_config
 
 PathLike = Union[str, Path]

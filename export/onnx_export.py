@@ -25,7 +25,7 @@ from torch import nn
 
 from ..runtime.backends.base import ModelInfo
 from ..runtime.errors import ModelError
-from .atomic import atomic_replace
+from ..runtime.atomic import atomic_replace
 from .checkpoint import state_dict_mismatch
 from .unet import UNetModel, create_model, resolve_config
 

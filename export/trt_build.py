@@ -33,7 +33,7 @@ from ..runtime.backends.base import ModelInfo
 from ..runtime.backends.plan_file import PlanHeader, Profile, Shape3, describe_shape, pack
 from ..runtime.backends.trt import check_tensorrt, cuda_driver
 from ..runtime.errors import ModelError
-from .atomic import atomic_replace
+from ..runtime.atomic import atomic_replace
 
 if TYPE_CHECKING:
     import onnx

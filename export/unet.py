@@ -163,6 +163,7 @@ class AttentionBlock(nn.Module):
                 raise ValueError(f"channels {channels} not divisible by num_head_channels {num_head_channels}")
             self.num_heads = channels // num_head_channels
         self.new_order = use_new_attention_order
+        self.head_channels = channels // self.num_heads
         self.norm = normalization(channels, norm_groups)
         self.qkv = nn.Conv1d(channels, channels * 3, 1)
         self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
@@ -175,9 +176,8 @@ class AttentionBlock(nn.Module):
         return (x + h).reshape(b, c, height, width)
 
     def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
-        b, width, length = qkv.shape
-        heads = self.num_heads
-        ch = width // (3 * heads)
+        b, _, length = qkv.shape
+        heads, ch = self.num_heads, self.head_channels
         if self.new_order:  # [q(all heads) | k | v]
             q = qkv[:, :heads * ch].reshape(b * heads, ch, length)
             k = qkv[:, heads * ch:2 * heads * ch].reshape(b * heads, ch, length)

@@ -100,7 +100,7 @@ def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] 
         elif init_noise.shape != shape:
             raise InputError(f"--init-noise: shape {init_noise.shape} does not match the padded image {shape}")
         else:
-            x_T = init_noise.astype(np.float32)
+            x_T = init_noise
         trace = Trace()
         raw = sample(runner, padded.astype(np.float32), settings, x_T, progress=progress, trace=trace)
     finally:

@@ -112,9 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_metrics)
 
     for name, help_text in TORCH_COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, add_help=False)
-        p.add_argument("args", nargs=argparse.REMAINDER)
-        p.set_defaults(func=lambda a, name=name: _torch_command(name, a.args))
+        sub.add_parser(name, help=help_text)
     return parser
 
 
@@ -129,9 +127,10 @@ def _torch_command(name: str, argv: List[str]) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args_list: List[str] = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(args_list)
     try:
+        if args_list and args_list[0] in TORCH_COMMANDS:
+            return _torch_command(args_list[0], args_list[1:])
+        args = build_parser().parse_args(args_list)
         return int(args.func(args))
     except Dig2DigError as exc:
         print(f"dig2dig: error: {exc}", file=sys.stderr)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import codecs
 import io
 import os
-import secrets
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
+from .atomic import atomic_replace
 from .errors import InputError, NumericalError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -273,39 +274,35 @@ def write_npy(path: PathLike, array: np.ndarray) -> None:
     _write_atomic(name, buffer.getvalue())
 
 
-def _write_atomic(name: str, data: bytes) -> None:
-    """Write to a temporary file beside the target, then rename it over the target.
+def read_npy(path: PathLike) -> np.ndarray:
+    """A float32 array from a .npy file (no pickles), e.g. ``--init-noise``; NaN/Inf refused."""
+    name = os.fspath(path)
+    try:
+        array = np.load(io.BytesIO(_read_bytes(name)), allow_pickle=False)
+    except ValueError as exc:
+        raise InputError(f"{name}: not a readable .npy array ({exc})") from exc
+    if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
+        raise InputError(f"{name}: expected a finite float array, got dtype {array.dtype}")
+    return array.astype(np.float32)
 
-    A reader sees the old file or the complete new one, never a partial one; on any failure the
-    temporary file is removed and an existing target is left as it was.
-    """
+
+def write_text(path: PathLike, text: str) -> None:
+    """Atomically write UTF-8 text (CSV tables, reports): readers never see a half-written file."""
+    _write_atomic(os.fspath(path), text.encode("utf-8"))
+
+
+def _write_atomic(name: str, data: bytes) -> None:
+    """Write ``data`` to ``name`` through ``atomic_replace`` (old file or complete new one, never partial)."""
     directory = os.path.dirname(os.path.abspath(name))
     if not os.path.isdir(directory):
         raise InputError(f"{name}: output directory {directory} does not exist")
     if os.path.isdir(name):
         raise InputError(f"{name}: is a directory")
-    temporary = os.path.join(directory, f".{os.path.basename(name)}.{secrets.token_hex(4)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
-        descriptor = os.open(temporary, flags, 0o666)
+        with atomic_replace(Path(name)) as (staged,):
+            with open(staged, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
     except OSError as exc:
-        raise InputError(f"{name}: cannot write to {directory} ({exc.strerror or exc})") from exc
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, name)
-    except OSError as exc:
-        _discard(temporary)
         raise InputError(f"{name}: cannot write ({exc.strerror or exc})") from exc
-    except BaseException:
-        _discard(temporary)
-        raise
-
-
-def _discard(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass

@@ -1,0 +1,119 @@
+"""``dig2dig fuse`` end to end: outputs, bad input, atomic writes, and no PyTorch at run time."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Tuple
+
+import cv2
+import numpy as np
+import pytest
+
+from dig2dig.runtime.cli import main
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+TNO = SHARED / "data" / "ivf" / "TNO"
+pytestmark = pytest.mark.skipif(not TNO.is_dir(), reason=f"shared TNO pairs not found at {TNO}")
+
+
+@pytest.fixture()
+def pair(tmp_path: Path) -> Tuple[str, str]:
+    """A real infrared/visible pair, cropped to 64x96 to keep the CLI runs short."""
+    paths = []
+    for role in ("a", "b"):
+        img = cv2.imread(str(TNO / role / "10.png"), cv2.IMREAD_UNCHANGED)[200:264, 300:396]
+        path = tmp_path / f"{role}.png"
+        cv2.imwrite(str(path), img)
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
+def fuse(args: List[str]) -> int:
+    return main(["fuse", *args, "--steps", "2", "-q"])
+
+
+def test_fuse_writes_outputs(pair: Tuple[str, str], tmp_path: Path) -> None:
+    out, raw, maps = tmp_path / "fused.png", tmp_path / "raw.npy", tmp_path / "maps"
+    maps.mkdir()
+    assert fuse([*pair, "-o", str(out), "--save-raw", str(raw), "--save-dig-maps", str(maps),
+                 "--dig-every", "1"]) == 0
+    assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).shape == (64, 96)
+    assert np.load(raw).shape == (1, 64, 96)
+    montage = cv2.imread(str(maps / "dig_weights.png"))
+    assert montage is not None and montage.shape[1] == 2 * 256
+
+
+def test_init_noise_replaces_the_seeded_start(pair: Tuple[str, str], tmp_path: Path) -> None:
+    noise = np.random.default_rng(5).standard_normal((1, 64, 96)).astype(np.float32)
+    np.save(tmp_path / "x.npy", noise)
+    for name, seed in (("one.png", "0"), ("two.png", "9")):
+        assert fuse([*pair, "-o", str(tmp_path / name), "--init-noise", str(tmp_path / "x.npy"), "--seed", seed,
+                     "--guidance", "static"]) == 0
+    assert fuse([*pair, "-o", str(tmp_path / "seeded.png"), "--seed", "7", "--guidance", "static"]) == 0
+    one, two, seeded = (cv2.imread(str(tmp_path / n), 0) for n in ("one.png", "two.png", "seeded.png"))
+    assert np.array_equal(one, two) and not np.array_equal(one, seeded)
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty", "not_image", "truncated", "size"])
+def test_bad_input_is_one_clear_line(problem: str, pair: Tuple[str, str], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.png"
+    out = tmp_path / "fused.png"
+    out.write_bytes(b"previous result")
+    if problem == "empty":
+        bad.write_bytes(b"")
+    elif problem == "not_image":
+        bad.write_text("hello, not a picture\n")
+    elif problem == "truncated":
+        bad.write_bytes(Path(pair[1]).read_bytes()[:200])
+    elif problem == "size":
+        cv2.imwrite(str(bad), np.zeros((32, 32), np.uint8))
+    code = fuse([pair[0], str(bad), "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1 and err.startswith("dig2dig: error:")
+    assert "bad.png" in err
+    if problem == "size":
+        assert "--resize" in err
+    assert out.read_bytes() == b"previous result", "a failed run must not touch an existing output"
+
+
+def test_more_than_two_sources_is_refused(pair: Tuple[str, str]) -> None:
+    from dig2dig.runtime import api
+    from dig2dig.runtime.errors import InputError
+
+    with pytest.raises(InputError, match="exactly 2 sources"):
+        api.prepare_sources([pair[0], pair[1], pair[0]])
+
+
+def test_model_without_metadata_is_rejected(pair: Tuple[str, str], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    onnx = pytest.importorskip("onnx")
+    from dig2dig.models import default_model_path
+
+    model = onnx.load(str(default_model_path()))
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
+    assert fuse([*pair, "-o", str(tmp_path / "f.png"), "--model", str(bare)]) != 0
+    err = capsys.readouterr().err
+    assert "bare.onnx" in err and "metadata" in err
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_fuse_runs_where_torch_cannot_be_imported(pair: Tuple[str, str], tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    (blocker / "torch").mkdir(parents=True)
+    (blocker / "torch" / "__init__.py").write_text("raise ImportError('torch is blocked in this test')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")]))
+    out = tmp_path / "fused.png"
+    code = ("import sys, dig2dig.runtime.cli as c; r = c.main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules or sys.modules['torch'] is None; sys.exit(r)")
+    proc = subprocess.run([sys.executable, "-c", code, "fuse", *pair, "-o", str(out), "--steps", "2", "-q"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert cv2.imread(str(out), 0).shape == (64, 96)
+    blocked = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
+    assert blocked.returncode != 0 and "blocked" in blocked.stderr

@@ -1,0 +1,130 @@
+"""The reverse loop: static mode is DDFM's own sampler; DIG mode does what Dig2DIG describes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dig2dig.runtime import api
+from dig2dig.runtime.backends.ort import OrtRunner
+from dig2dig.runtime.sampler import Settings, Trace, sample
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+ADM = SHARED / "reference" / "adm"
+SAMPLER = SHARED / "reference" / "ddfm_sampler"
+DATA = SHARED / "data"
+
+needs_reference = pytest.mark.skipif(not SAMPLER.is_dir(), reason=f"DDFM sampler reference not found at {SAMPLER}")
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
+
+
+@pytest.fixture(scope="module")
+def small_reference_onnx(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The reference's small random ADM UNet (3 channels, learned sigma) exported to ONNX."""
+    pytest.importorskip("torch")
+    from dig2dig.export.checkpoint import load_model
+    from dig2dig.export.onnx_export import export_onnx
+
+    config = json.loads((ADM / "small_unet_config.json").read_text())["create_model_kwargs"]
+    model = load_model(ADM / "small_unet_weights.npz", config)
+    path = tmp_path_factory.mktemp("small") / "small.onnx"
+    export_onnx(model, config, path)
+    return str(path)
+
+
+@needs_reference
+@pytest.mark.parametrize("steps", [10, 25])
+def test_static_mode_reproduces_ddfm_sampler(small_reference_onnx: str, steps: int) -> None:
+    ref = np.load(SAMPLER / "sampler_reference.npz")
+    # DDFM's EM takes I = visible and V = infrared; our sources are (A, B) = (infrared, visible).
+    sources = np.stack([ref["V"][0, 0], ref["I"][0, 0]]).astype(np.float32)
+    runner = OrtRunner(small_reference_onnx)
+    out = sample(runner, sources, Settings(steps=steps, guidance="static"), ref["x_start"][0])
+    expected = ref[f"r{steps}_final_sample"][0]
+    assert out.shape == expected.shape
+    assert np.abs(out - expected).max() <= 1e-3
+
+
+@needs_data
+@pytest.mark.parametrize("task,dataset,name", [
+    ("ivf", "TNO", "10"), ("mif", "MRI_PET", None), ("mef", "MEFB", None), ("mff", "Lytro", None)])
+def test_dig_mode_on_real_pairs(task: str, dataset: str, name: str, tmp_path: Path) -> None:
+    folder = DATA / task / dataset
+    name = name or sorted(p.stem for p in (folder / "a").glob("*.png"))[0]
+    a, b = crop_pair(folder / "a" / f"{name}.png", folder / "b" / f"{name}.png", tmp_path, 120, 152)
+    runner = api.open_runner()
+    settings = dict(steps=4, dig_every=1, seed=3)
+    dig = api.fuse(a, b, task=task, runner=runner, settings=Settings(guidance="dig", **settings))
+    static = api.fuse(a, b, task=task, runner=runner, settings=Settings(guidance="static", **settings))
+
+    assert dig.image.shape[:2] == (120, 152) and dig.image.dtype == np.uint8
+    assert len(dig.trace.refreshes) == 3  # steps 0, 1, 2 (no next level after the last step)
+    for refresh in dig.trace.refreshes:
+        weights = refresh["weights"]
+        np.testing.assert_allclose(weights.sum(axis=0), 1.0, atol=1e-5)
+        assert weights.std() > 0.02, "DIG weights should vary over the image"
+    assert static.trace.refreshes == []
+    assert np.abs(dig.luma - static.luma).mean() > 1e-3, "DIG and static guidance should differ"
+    coloured = [s for s in dig.sources if s.chroma is not None]
+    if coloured:
+        assert dig.image.ndim == 3
+        # Chroma is the source's wherever the fused RGB did not clip at 0 or 255.
+        unclipped = ((dig.image > 0) & (dig.image < 255)).all(axis=2)
+        assert unclipped.mean() > 0.5
+        error = np.abs(rgb_to_chroma(dig.image) - merged_chroma(dig.sources))[:, unclipped]
+        assert error.max() < 3 / 255
+    else:
+        assert dig.image.ndim == 2
+
+
+def test_padding_keeps_every_pixel(tmp_path: Path) -> None:
+    """Sizes that are not multiples of the model's downsampling are reflect-padded and cropped back."""
+    rng = np.random.default_rng(0)
+    img = (rng.random((37, 53)) * 255).astype(np.uint8)
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    cv2.imwrite(str(tmp_path / "b.png"), 255 - img)
+    result = api.fuse(tmp_path / "a.png", tmp_path / "b.png", settings=Settings(steps=2))
+    assert result.image.shape == (37, 53)
+    multiple = api.open_runner().info.multiple
+    assert result.raw.shape[1] % multiple == 0 and result.raw.shape[2] % multiple == 0
+
+
+def test_trace_records_stages() -> None:
+    runner = api.open_runner()
+    rng = np.random.default_rng(1)
+    sources = rng.uniform(-1, 1, (2, 32, 32)).astype(np.float32)
+    trace = Trace()
+    sample(runner, sources, Settings(steps=3, dig_every=2), rng.standard_normal((1, 32, 32)).astype(np.float32),
+           trace=trace)
+    assert set(trace.seconds) == {"backend", "dig", "guidance"}
+    assert [r["step"] for r in trace.refreshes] == [0]
+
+
+def crop_pair(a: Path, b: Path, folder: Path, height: int, width: int):  # type: ignore[no-untyped-def]
+    """Centre crops of a real pair, written as new PNGs (keeps the test fast on 2 cores)."""
+    import cv2
+
+    out = []
+    for src, name in ((a, "a.png"), (b, "b.png")):
+        img = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
+        y, x = (img.shape[0] - height) // 2, (img.shape[1] - width) // 2
+        cv2.imwrite(str(folder / name), img[y:y + height, x:x + width])
+        out.append(folder / name)
+    return out
+
+
+def rgb_to_chroma(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    ycrcb = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2YCrCb)
+    return np.stack([ycrcb[..., 2], ycrcb[..., 1]])
+
+
+def merged_chroma(sources):  # type: ignore[no-untyped-def]
+    from dig2dig.runtime import io
+
+    return io.merge_chroma(sources)
