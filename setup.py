@@ -43,7 +43,7 @@ setup(
         "test": [
             "pytest>=7", "torch>=2.1", "onnx>=1.14", "onnxscript", "safetensors>=0.4",
             "onnxruntime>=1.15", "scipy>=1.7", "scikit-image>=0.19", "scikit-learn>=1.0",
-            "mypy>=1.5", "tensorrt-stubs",
+            "mypy>=1.5",
         ],
     },
     entry_points={"console_scripts": ["dig2dig = dig2dig.runtime.cli:main"]},

@@ -67,6 +67,8 @@ KERNELS: Dict[str, Tuple[str, str]] = {
     "em_estep": ("em", "P" * 12 + "ii"),
     "em_chebyshev": ("em", "PPPPfii"),
     "em_update": ("em", "P" * 10 + "ffiii"),
+    "all_finite": ("array", "PPi"),
+    "luma_of": ("array", "PPiii"),
 }
 
 
@@ -395,6 +397,25 @@ class CudaKernels:
             w_i.gpudata if w_i is not None else 0, w_v.gpudata if w_v is not None else 0, state.F1.gpudata,
             state.F2.gpudata, out.gpudata, _f32(rho), _f32(rho / (2 * lamb + rho)), int(weighted),
             height, width)
+
+    # -- array.cu -------------------------------------------------------------------------------
+
+    def all_finite(self, x: Any, out: Any) -> None:
+        """``out`` (one uint32) = 1 if every element of ``x`` is finite, else 0."""
+        _check("x", x, tuple(x.shape))
+        if tuple(out.shape) != (1,) or out.dtype != np.uint32:
+            raise ValueError(f"out: expected one uint32, got {out.dtype} {tuple(out.shape)}")
+        self.driver.memset_d32_async(out.gpudata, 1, 1, self.stream)
+        self._launch_1d("all_finite", x.size, x.gpudata, out.gpudata, x.size)
+
+    def luma_of(self, images: Any, out: Any) -> None:
+        """``(K, C, H, W)`` -> ``(K, H, W)``: the channel mean, as NumPy's float32 mean over axis 1."""
+        if len(images.shape) != 4:
+            raise ValueError(f"images: expected (K, C, H, W), got {tuple(images.shape)}")
+        k, channels, height, width = (int(v) for v in images.shape)
+        _check("images", images, (k, channels, height, width))
+        _check("out", out, (k, height, width))
+        self._launch_1d("luma_of", out.size, images.gpudata, out.gpudata, channels, height * width, out.size)
 
     # -- lifetime --------------------------------------------------------------------------------
 

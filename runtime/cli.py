@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_metrics)
 
+    from .eval import add_parser as add_eval_parser
+
+    add_eval_parser(sub)
+
     for name, help_text in TORCH_COMMANDS.items():
         sub.add_parser(name, help=help_text)
     return parser

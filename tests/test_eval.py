@@ -1,0 +1,147 @@
+"""``dig2dig eval`` on a tiny folder of real pairs: the tables, the report, resuming, recorded errors."""
+from __future__ import annotations
+
+import csv
+import math
+import re
+import shutil
+from pathlib import Path
+from typing import Any, List
+
+import numpy as np
+import pytest
+
+pytest.importorskip("scipy")
+pytest.importorskip("skimage")
+
+from dig2dig.runtime import api  # noqa: E402
+from dig2dig.runtime import eval as evaluation  # noqa: E402
+from dig2dig.runtime.cli import main  # noqa: E402
+from dig2dig.runtime.metrics import METRIC_NAMES  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = SHARED / "data"
+PAIRS = (("ivf", "TNO", "02"), ("mif", "MRI_CT", "11"))
+METHODS = ("dig", "static", "average")
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data set not found at {DATA}")
+
+
+@pytest.fixture()
+def data(tmp_path: Path) -> Path:
+    """Two real pairs in the TASK/DATASET/{a,b}/NAME.png layout, without a manifest."""
+    root = tmp_path / "data"
+    for task, dataset, name in PAIRS:
+        for role in ("a", "b"):
+            target = root / task / dataset / role / f"{name}.png"
+            target.parent.mkdir(parents=True)
+            shutil.copy(DATA / task / dataset / role / f"{name}.png", target)
+    return root
+
+
+def run_eval(data: Path, out: Path, methods: str = ",".join(METHODS), max_side: int = 64) -> int:
+    return main(["eval", "--data", str(data), "--methods", methods, "--steps", "2",
+                 "--max-side", str(max_side), "-o", str(out), "-q"])
+
+
+def read_csv(path: Path) -> List[dict]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert rows and reader.fieldnames is not None
+    rows[0]["__columns__"] = list(reader.fieldnames)
+    return rows
+
+
+@needs_data
+def test_eval_writes_tables_report_and_resumes(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    real_fuse = api.fuse
+    calls = []
+
+    def interrupt_second(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_fuse(*args, **kwargs)
+
+    monkeypatch.setattr(api, "fuse", interrupt_second)
+    assert run_eval(data, out) == 130
+    assert [(r["name"], r["method"]) for r in read_csv(out / "per_pair.csv")] == [("02", "dig")]
+
+    monkeypatch.setattr(api, "fuse", real_fuse)
+    assert run_eval(data, out) == 0
+    rows = read_csv(out / "per_pair.csv")
+    assert rows[0]["__columns__"] == list(evaluation.PAIR_COLUMNS)
+    assert sorted((r["task"], r["dataset"], r["name"], r["method"]) for r in rows) == sorted(
+        pair + (method,) for pair in PAIRS for method in METHODS)
+    for row in rows:
+        assert row["error"] == ""
+        assert max(int(row["height"]), int(row["width"])) == 64
+        assert float(row["seconds"]) > 0
+        assert all(math.isfinite(float(row[name])) for name in METRIC_NAMES)
+        assert row["steps"] == ("2" if row["method"] != "average" else "")
+        assert (out / "fused" / row["method"] / f"{row['task']}_{row['dataset']}_{row['name']}.png").is_file()
+
+    summary = read_csv(out / "summary.csv")
+    assert summary[0]["__columns__"] == list(evaluation.SUMMARY_COLUMNS)
+    assert sorted((r["task"], r["dataset"], r["method"]) for r in summary) == sorted(
+        (task, group, method) for task, dataset, _ in PAIRS for group in ("all", dataset) for method in METHODS)
+    assert {r["n"] for r in summary} == {"1"}
+    dig = next(r for r in rows if r["task"] == "ivf" and r["method"] == "dig")
+    dig_all = next(r for r in summary if r["task"] == "ivf" and r["dataset"] == "all" and r["method"] == "dig")
+    assert float(dig_all["Qabf_mean"]) == pytest.approx(float(dig["Qabf"]))
+
+    report = (out / "report.md").read_text()
+    assert "## ivf" in report and "## mif" in report and "at most 64 px" in report
+    strips = re.findall(r"\]\((strips/[^)]+\.png)\)", report)
+    assert len(strips) == 2 and all((out / strip).is_file() for strip in strips)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a resumed run fused again")
+
+    before = (out / "per_pair.csv").read_bytes()
+    monkeypatch.setattr(api, "fuse", refuse)
+    monkeypatch.setattr(api, "open_runner", refuse)
+    monkeypatch.setitem(evaluation.CLASSICAL, "average", refuse)
+    assert run_eval(data, out) == 0
+    assert (out / "per_pair.csv").read_bytes() == before
+
+
+@needs_data
+def test_failed_metric_is_recorded_and_the_run_goes_on(data: Path, tmp_path: Path) -> None:
+    # At 32 px VIFF's 41-pixel window does not fit: the row names the failure and keeps the rest.
+    out = tmp_path / "out"
+    assert run_eval(data, out, methods="average", max_side=32) == 0
+    rows = read_csv(out / "per_pair.csv")
+    assert len(rows) == 2
+    for row in rows:
+        assert row["VIFF"] == "" and row["error"].startswith("VIFF:")
+        assert math.isfinite(float(row["SSIM"]))
+    assert "2 of 2 fusions recorded an error" in (out / "report.md").read_text()
+
+
+@needs_data
+def test_other_settings_need_another_folder(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_eval(data, out, methods="average") == 0
+    assert main(["eval", "--data", str(data), "--methods", "average", "--steps", "3", "-o", str(out), "-q"]) == 2
+
+
+@needs_data
+def test_find_pairs_reads_the_manifest_and_filters() -> None:
+    mef = evaluation.find_pairs(DATA, task="mef")
+    assert len(mef) == 14 and all(p.a.is_file() and p.b.is_file() for p in mef)
+    limited = evaluation.find_pairs(DATA, task="mif", limit_per_dataset=2)
+    assert [(p.dataset, len([q for q in limited if q.dataset == p.dataset])) for p in limited[::2]] == [
+        ("MRI_CT", 2), ("MRI_PET", 2), ("MRI_SPECT", 2)]
+
+
+def test_classical_anchors() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.random((50, 70), dtype=np.float32), rng.random((50, 70), dtype=np.float32)
+    np.testing.assert_allclose(evaluation.laplacian_fusion(a, a), a, atol=1e-5)
+    np.testing.assert_allclose(evaluation.average_fusion(a, b), (a + b) / 2)
+    # Where one source is flat, the pyramid keeps the other's detail.
+    flat = np.full_like(a, 0.5)
+    fused = evaluation.laplacian_fusion(a, flat)
+    assert np.std(fused) > 0.8 * np.std(a)

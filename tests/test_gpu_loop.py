@@ -1,0 +1,173 @@
+"""The GPU loop against the CPU loop, and CudaOps against numpy_ops op by op (needs pycuda and a GPU).
+
+The loop tests run our shipped prior: in PyTorch on the GPU (``TorchCudaRunner``, TF32 off) for
+both loops, so that only the ops differ, and, when onnxruntime is installed, the CPU loop also with
+the ONNX model, as the CLI runs it. Goal: final fused luminance within 1/255 in [0, 1].
+Per-op thresholds are those of test_kernels_gpu.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dig2dig.kernels import NUMPY_OPS, numpy_ops
+from dig2dig.models import DEFAULT_DIR
+from dig2dig.runtime.gpu import gpu_sample
+from dig2dig.runtime.sampler import Settings, Trace, initial_noise, luminance_of_sample, sample
+from test_kernels_numpy import plausible_estimates, real_sources
+
+pytestmark = pytest.mark.gpu
+driver = pytest.importorskip("pycuda.driver", reason="pycuda is not installed")
+GOAL = 1.0 / 255.0
+
+
+@pytest.fixture(scope="module")
+def ops():
+    try:
+        driver.init()
+        if driver.Device.count() == 0:
+            pytest.skip("no CUDA device")
+    except driver.Error as exc:
+        pytest.skip(f"CUDA driver unusable: {exc}")
+    from dig2dig.kernels.cuda_ops import CudaOps
+
+    cuda_ops = CudaOps()
+    yield cuda_ops
+    cuda_ops.close()
+
+
+@pytest.fixture(scope="module")
+def torch_runner(ops):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    pytest.importorskip("safetensors", reason="safetensors is not installed")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch has no CUDA")
+    from dig2dig.export.torch_runner import TorchCudaRunner
+
+    return TorchCudaRunner(DEFAULT_DIR / "weights.safetensors", DEFAULT_DIR / "config.json",
+                           stream_handle=ops.stream.handle)
+
+
+def same(ops, device, expected: np.ndarray, atol: float = 0.0) -> None:
+    result = ops.to_host(device)
+    assert result.shape == expected.shape and result.dtype == np.float32
+    if atol == 0.0:
+        np.testing.assert_array_equal(result, expected)
+    else:
+        assert np.abs(result - expected).max() <= atol
+
+
+def test_every_numpy_op_exists(ops):
+    for name in numpy_ops.__all__ + ["from_host"]:
+        assert callable(getattr(ops, name)), name
+
+
+def test_plumbing_ops(ops):
+    generator = np.random.default_rng(1)
+    images = generator.normal(size=(2, 3, 33, 47)).astype(np.float32)
+    device = ops.from_host(images)
+    same(ops, device, images)
+    same(ops, ops.repeat_channels(device[:, 1], 3), NUMPY_OPS.repeat_channels(images[:, 1], 3))
+    same(ops, ops.concat([device[0][None], device]), NUMPY_OPS.concat([images[0][None], images]))
+    same(ops, ops.replace_channel0(device[1], device[0, 2]), NUMPY_OPS.replace_channel0(images[1], images[0, 2]))
+    same(ops, ops.luma_of(device), NUMPY_OPS.luma_of(images))
+    same(ops, ops.luma_of(device[:, :1]), NUMPY_OPS.luma_of(images[:, :1]))
+    same(ops, ops.timesteps([999, 500, 0]), NUMPY_OPS.timesteps([999, 500, 0]))
+    same(ops, ops.gaussian(3, 4, (3, 33, 47)), NUMPY_OPS.gaussian(3, 4, (3, 33, 47)), atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [1, 1000, 5 * 3 * 64 * 64 + 7])
+def test_all_finite(ops, size):
+    values = np.random.default_rng(size).normal(size=size).astype(np.float32)
+    assert ops.all_finite(ops.from_host(values))
+    for position in {0, size // 2, size - 1}:
+        for bad in (np.nan, np.inf, -np.inf):
+            poisoned = values.copy()
+            poisoned[position] = bad
+            assert not ops.all_finite(ops.from_host(poisoned))
+    assert ops.all_finite(ops.from_host(values))  # the flag is reset for every check
+
+
+def test_step_and_colour_ops(ops):
+    generator = np.random.default_rng(2)
+    out = generator.normal(size=(5, 6, 32, 40)).astype(np.float32)  # a learn_sigma output: eps is a strided view
+    x, noise = generator.normal(size=(2, 5, 3, 32, 40)).astype(np.float32)
+    device_out, device_x = ops.from_host(out), ops.from_host(x)
+    x0 = NUMPY_OPS.predict_x0(x, out[:, :3], 0.3)
+    same(ops, ops.predict_x0(device_x, device_out[:, :3], 0.3), x0)
+    same(ops, ops.predict_x0(device_x[1:3], device_out[1:3, :3], 0.3, False),
+         NUMPY_OPS.predict_x0(x[1:3], out[1:3, :3], 0.3, False))
+    same(ops, ops.q_sample(device_x, ops.from_host(noise[0]), 0.6), NUMPY_OPS.q_sample(x, noise[0], 0.6))
+    same(ops, ops.ddim_update(device_x[0], ops.from_host(x0[0]), 0.3, 0.5), NUMPY_OPS.ddim_update(x[0], x0[0], 0.3, 0.5))
+    rgb = np.clip(x[0], -1, 1)
+    ycc = NUMPY_OPS.rgb_to_ycbcr(rgb)
+    same(ops, ops.rgb_to_ycbcr(ops.from_host(rgb)), ycc, atol=1e-6)
+    same(ops, ops.ycbcr_to_rgb(ops.from_host(ycc)), NUMPY_OPS.ycbcr_to_rgb(ycc), atol=1e-6)
+
+
+def test_dig_and_em_ops(ops):
+    sources = real_sources()[:, 100:228, 200:392]
+    x0_t, x0_next = plausible_estimates(sources)
+    weights, gains = NUMPY_OPS.dig_weights(sources, x0_t, x0_next, 9, 1.0)
+    device = [ops.from_host(a) for a in (sources, x0_t, x0_next)]
+    device_weights, device_gains = ops.dig_weights(*device, 9, 1.0)
+    same(ops, device_weights, weights, atol=2e-5)
+    same(ops, device_gains, gains, atol=2e-6 * np.abs(gains).max())
+    f_pre = (0.5 * (sources[0] + sources[1]) + 0.1 * x0_t[0]).astype(np.float32)
+    state, device_state = NUMPY_OPS.em_init(f_pre.shape), ops.em_init(f_pre.shape)
+    device_f = ops.from_host(f_pre)
+    for _ in range(3):
+        F, state = NUMPY_OPS.em_step(f_pre, sources[1], sources[0], state, 0.5, 0.001, weights[1], weights[0])
+        device_F, device_state = ops.em_step(device_f, device[0][1], device[0][0], device_state, 0.5, 0.001,
+                                             device_weights[1], device_weights[0])
+        same(ops, device_F, F, atol=5e-6)
+
+
+def fused(raw: np.ndarray) -> np.ndarray:
+    """The fused luminance in [0, 1], as api.fuse makes it."""
+    return np.clip((luminance_of_sample(raw) + 1.0) / 2.0, 0.0, 1.0)
+
+
+def test_torch_runner_device_and_host_agree(ops, torch_runner):
+    generator = np.random.default_rng(4)
+    x = generator.normal(size=(5, 1, 64, 96)).astype(np.float32)
+    t = np.array([999, 999, 999, 800, 800], np.float32)
+    host = torch_runner.denoise(x, t)
+    device = torch_runner.denoise(ops.from_host(x), ops.from_host(t))
+    ops.sync()
+    np.testing.assert_allclose(device.get(), host, rtol=0, atol=1e-5 * np.abs(host).max())
+
+
+def test_gpu_loop_equals_cpu_loop(ops, torch_runner):
+    sources = real_sources()[:, 200:328, 300:428]
+    settings = Settings(steps=4, dig_every=2)
+    x_T = initial_noise((1, 128, 128), settings.seed)
+    cpu_trace = Trace()
+    cpu = sample(torch_runner, sources, settings, x_T, trace=cpu_trace)
+    gpu = gpu_sample(torch_runner, sources, settings, x_T, ops=ops)
+    diff = np.abs(fused(gpu.sample) - fused(cpu)).max()
+    weight_diff = max(np.abs(g["weights"] - c["weights"]).max()
+                      for g, c in zip(gpu.trace.refreshes, cpu_trace.refreshes))
+    print(f"GPU vs CPU loop (same PyTorch model): fused luminance max abs diff {diff:.2e} "
+          f"({diff * 255:.3f} / 255), DIG weights {weight_diff:.2e}; seconds {gpu.seconds}")
+    assert diff <= GOAL
+    assert gpu.seconds["model"] > 0 and gpu.seconds["loop"] >= gpu.seconds["model"]
+    allocations = ops.pool.allocations
+    again = gpu_sample(torch_runner, sources, settings, x_T, ops=ops)
+    assert ops.pool.allocations == allocations
+    np.testing.assert_array_equal(again.sample, gpu.sample)
+
+
+def test_gpu_loop_equals_cpu_loop_with_onnx(ops, torch_runner):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    from dig2dig.runtime.backends.ort import OrtRunner
+
+    sources = real_sources()[:, 200:328, 300:428]
+    settings = Settings(steps=4, dig_every=2)
+    x_T = initial_noise((1, 128, 128), settings.seed)
+    cpu = sample(OrtRunner(str(DEFAULT_DIR / "model.onnx"), providers=["CPUExecutionProvider"]), sources, settings, x_T)
+    gpu = gpu_sample(torch_runner, sources, settings, x_T, ops=ops)
+    diff = np.abs(fused(gpu.sample) - fused(cpu)).max()
+    print(f"GPU loop (PyTorch) vs CPU loop (ONNX Runtime): fused luminance max abs diff {diff:.2e} "
+          f"({diff * 255:.3f} / 255)")
+    assert diff <= GOAL
