@@ -165,12 +165,13 @@ def unet_timing(ops: CudaOps, runner: TorchCudaRunner, timer: Timer, shape: Tupl
 
 def find_pair(name: str) -> Optional[np.ndarray]:
     """(2, H, W) infrared/visible TNO pair in [-1, 1], from the shared data (or $DIG2DIG_TNO), if found."""
-    roots = [os.environ.get("DIG2DIG_TNO", "")] + [str(base / "data" / "ivf" / "TNO") for base in
-                                                   (REPO.parent / "shared", REPO / "shared", REPO / ".device" / "shared")]
+    bases = (REPO.parent / "shared", REPO / "shared", REPO / ".device" / "shared")
+    roots = [os.environ.get("DIG2DIG_TNO", "")] + [str(base / "data" / "ivf" / "TNO") for base in bases]
     for root in filter(None, roots):
         paths = [Path(root) / side / f"{name}.png" for side in ("a", "b")]
-        if all(path.is_file() for path in paths):
-            images = [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in paths]
+        images = [image for image in (cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in paths)
+                  if image is not None]
+        if len(images) == 2:
             return np.stack(images).astype(np.float32) / 127.5 - 1.0
     return None
 

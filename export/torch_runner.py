@@ -19,9 +19,17 @@ from ..runtime.backends.base import ModelInfo, Runner
 from ..runtime.errors import InputError
 from .checkpoint import load_config, load_model
 from .train_prior import SCHEDULE
-from .unet import resolve_config
+from .unet import UNetModel, resolve_config
 
 PathLike = Union[str, Path]
+
+
+def model_info(model: UNetModel, config: Mapping[str, Any]) -> ModelInfo:
+    """What an ONNX export of ``model`` (float32) would carry, with the schedule the priors are trained on."""
+    cfg = resolve_config(dict(config))
+    return ModelInfo(in_channels=model.in_channels, out_channels=model.out_channels,
+                     learn_sigma=bool(cfg["learn_sigma"]), multiple=model.downsample_factor, precision="fp32",
+                     schedule=dict(SCHEDULE), config=cfg)
 
 
 class TorchCudaRunner(Runner):
@@ -29,7 +37,7 @@ class TorchCudaRunner(Runner):
 
     ``tf32``: allow TF32 convolutions and matmuls (PyTorch's process-wide switches; off by default,
     so results compare with float32 ONNX Runtime on the CPU). ``stream_handle``: the CUDA stream
-    that ``denoise`` runs device arrays on (default: PyTorch's current stream).
+    that ``denoise`` runs on (default: PyTorch's current stream); ``denoise_device`` takes its own.
     """
 
     def __init__(self, weights: PathLike, config: Union[PathLike, Mapping[str, Any]], device: int = 0,
@@ -39,9 +47,7 @@ class TorchCudaRunner(Runner):
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
         self.model = load_model(weights, cfg).to(self.device)
-        self.info = ModelInfo(in_channels=self.model.in_channels, out_channels=self.model.out_channels,
-                              learn_sigma=bool(cfg["learn_sigma"]), multiple=self.model.downsample_factor,
-                              precision="fp32", schedule=dict(SCHEDULE), config=cfg)
+        self.info = model_info(self.model, cfg)
         self.stream_handle = stream_handle
         self._streams: Dict[int, torch.cuda.ExternalStream] = {}
 

@@ -218,8 +218,8 @@ class CudaOps:
     def dig_weights(self, sources: Any, x0_t: Any, x0_next: Any, window: int, tau_rel: float) -> Tuple[Any, Any]:
         weights = self.pool.take("dig_weights", sources.shape)
         gains = self.pool.take("dig_gains", sources.shape)
-        self.kernels.dig_weights(*(self._contiguous(a) for a in (sources, x0_t, x0_next)), window, tau_rel,
-                                 weights, gains)
+        dense = self._contiguous
+        self.kernels.dig_weights(dense(sources), dense(x0_t), dense(x0_next), window, tau_rel, weights, gains)
         return weights, gains
 
     def em_init(self, shape: Tuple[int, int]) -> CudaEMState:
@@ -229,8 +229,9 @@ class CudaOps:
                 w_i: Optional[Any] = None, w_v: Optional[Any] = None) -> Tuple[Any, CudaEMState]:
         """``(F, state)`` as ``em.em_step``; the returned state is ``state``, updated in place."""
         out = self.pool.take("em_step", I.shape)
-        weights = [None if w is None else self._contiguous(w) for w in (w_i, w_v)]
-        self.kernels.em_step(*(self._contiguous(a) for a in (f_pre, I, V)), state, lamb, rho, *weights, out)
+        dense = self._contiguous
+        self.kernels.em_step(dense(f_pre), dense(I), dense(V), state, lamb, rho, None if w_i is None else dense(w_i),
+                             None if w_v is None else dense(w_v), out)
         return out, state
 
     # -- lifetime --------------------------------------------------------------------------------

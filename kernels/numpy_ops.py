@@ -1,6 +1,6 @@
 """The loop's operations on host arrays: the NumPy twins plus the array plumbing the loop needs.
 
-``runtime.sampler`` calls these by name; ``kernels.cuda.CudaOps`` provides the same names on
+``runtime.sampler`` calls these by name; ``kernels.cuda_ops.CudaOps`` provides the same names on
 device arrays, so the loop is written once.
 """
 from __future__ import annotations

@@ -102,7 +102,14 @@ def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] 
         else:
             x_T = init_noise
         trace = Trace()
-        raw = sample(runner, padded.astype(np.float32), settings, x_T, progress=progress, trace=trace)
+        if hasattr(runner, "denoise_device"):  # a GPU backend: the whole loop stays on the device
+            from .gpu import gpu_sample
+
+            on_gpu = gpu_sample(runner, padded.astype(np.float32), settings, x_T, progress=progress, trace=trace)
+            raw = on_gpu.sample
+            seconds.update(on_gpu.seconds)
+        else:
+            raw = sample(runner, padded.astype(np.float32), settings, x_T, progress=progress, trace=trace)
     finally:
         if own_runner:
             runner.close()

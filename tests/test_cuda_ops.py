@@ -163,6 +163,13 @@ class FakeKernels:
         self.closed = True
 
 
+def test_cuda_ops_has_every_numpy_op():
+    for name in numpy_ops.__all__ + ["from_host"]:
+        assert callable(getattr(CudaOps, name, None)), name
+    numpy_params = inspect.signature(numpy_ops.em_step).parameters
+    assert list(inspect.signature(CudaOps.em_step).parameters)[1:] == list(numpy_params)
+
+
 def test_fake_kernels_have_the_real_signatures():
     def params(function: Any) -> list:
         return [(p.name, p.default) for p in inspect.signature(function).parameters.values()]

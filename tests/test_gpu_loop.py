@@ -98,7 +98,8 @@ def test_step_and_colour_ops(ops):
     same(ops, ops.predict_x0(device_x[1:3], device_out[1:3, :3], 0.3, False),
          NUMPY_OPS.predict_x0(x[1:3], out[1:3, :3], 0.3, False))
     same(ops, ops.q_sample(device_x, ops.from_host(noise[0]), 0.6), NUMPY_OPS.q_sample(x, noise[0], 0.6))
-    same(ops, ops.ddim_update(device_x[0], ops.from_host(x0[0]), 0.3, 0.5), NUMPY_OPS.ddim_update(x[0], x0[0], 0.3, 0.5))
+    same(ops, ops.ddim_update(device_x[0], ops.from_host(x0[0]), 0.3, 0.5),
+         NUMPY_OPS.ddim_update(x[0], x0[0], 0.3, 0.5))
     rgb = np.clip(x[0], -1, 1)
     ycc = NUMPY_OPS.rgb_to_ycbcr(rgb)
     same(ops, ops.rgb_to_ycbcr(ops.from_host(rgb)), ycc, atol=1e-6)
@@ -115,11 +116,11 @@ def test_dig_and_em_ops(ops):
     same(ops, device_gains, gains, atol=2e-6 * np.abs(gains).max())
     f_pre = (0.5 * (sources[0] + sources[1]) + 0.1 * x0_t[0]).astype(np.float32)
     state, device_state = NUMPY_OPS.em_init(f_pre.shape), ops.em_init(f_pre.shape)
-    device_f = ops.from_host(f_pre)
+    device_f, host_weights = ops.from_host(f_pre), ops.from_host(weights)  # the same weights on both sides
     for _ in range(3):
         F, state = NUMPY_OPS.em_step(f_pre, sources[1], sources[0], state, 0.5, 0.001, weights[1], weights[0])
         device_F, device_state = ops.em_step(device_f, device[0][1], device[0][0], device_state, 0.5, 0.001,
-                                             device_weights[1], device_weights[0])
+                                             host_weights[1], host_weights[0])
         same(ops, device_F, F, atol=5e-6)
 
 
