@@ -22,6 +22,7 @@ import torch
 from dig2dig.export.checkpoint import load_config, load_model
 from dig2dig.runtime.backends.ort import OrtRunner
 from dig2dig.runtime.bench import summarize
+
 from machine import machine_line
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
@@ -80,7 +81,8 @@ def format_table(rows: List[Dict[str, float]], threads: int, warmup: int, runs: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR, help="model.onnx, weights.safetensors, config.json")
+    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR,
+                        help="folder with model.onnx, weights.safetensors and config.json")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)

@@ -19,11 +19,12 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from ddfm_torch import sample as ddfm_sample
 from dig2dig.export.checkpoint import load_config, load_model
 from dig2dig.runtime import api
 from dig2dig.runtime.bench import run_bench, summarize
 from dig2dig.runtime.sampler import Settings
+
+from ddfm_torch import sample as ddfm_sample
 from machine import machine_line
 
 ROOT = Path(__file__).resolve().parents[1]

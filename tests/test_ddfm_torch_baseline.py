@@ -8,13 +8,12 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from dig2dig.export.checkpoint import load_config, load_model  # noqa: E402
-from dig2dig.runtime import io  # noqa: E402
-from dig2dig.runtime.backends.ort import OrtRunner  # noqa: E402
-from dig2dig.runtime.sampler import Settings, initial_noise, sample  # noqa: E402
+from dig2dig.export.checkpoint import load_config, load_model
+from dig2dig.runtime import io
+from dig2dig.runtime.backends.ort import OrtRunner
+from dig2dig.runtime.sampler import Settings, initial_noise, sample
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
