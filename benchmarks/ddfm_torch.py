@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Tuple
 
 import torch
 
-from dig2dig.runtime.schedule import Schedule
+from dig2dig.runtime.schedule import ADM_LINEAR, Schedule
 
 # DDFM's diffusion config: linear betas over 1000 training steps.
-DDFM_SCHEDULE: Dict[str, Any] = {"type": "linear", "num_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02}
 
 
 @dataclass
@@ -74,7 +73,7 @@ def sample(model: torch.nn.Module, I: torch.Tensor, V: torch.Tensor, x_T: torch.
     ``I`` and ``V`` are what DDFM's EM calls them (visible and infrared in DDFM's IVF setup).
     Returns the final sample x_0.
     """
-    schedule = Schedule.create(steps, DDFM_SCHEDULE)
+    schedule = Schedule.create(steps, ADM_LINEAR)
     state = em_init(*I.shape[-2:])
     x = x_T
     with torch.inference_mode():

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from dig2dig.runtime.backends.ort import OrtRunner
-from dig2dig.runtime.schedule import Schedule
+from dig2dig.runtime.schedule import alphas_cumprod
 
 TIMESTEPS = (100, 300, 500, 700, 900)
 CROP = 128
@@ -57,7 +57,7 @@ def blur(images: np.ndarray, sigma: float) -> np.ndarray:
 
 def evaluate(model: str, data: Path, batch: int = 8) -> List[Dict[str, float]]:
     runner = OrtRunner(model)
-    abar_all = Schedule.create(1000, runner.info.schedule).alphas_cumprod[::-1]
+    abar_all = alphas_cumprod(runner.info.schedule)
     x0 = fixed_crops(data)
     rows = []
     for t in TIMESTEPS:

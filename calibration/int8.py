@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, 
 
 import numpy as np
 
-from ..runtime.errors import InputError, ModelError
+from ..runtime.errors import InputError
 from ..runtime.io import read_source
-from ..runtime.schedule import linear_betas
+from ..runtime.schedule import alphas_cumprod
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -37,14 +37,6 @@ def calibration_images(directory: str) -> List[str]:
     if not paths:
         raise InputError(f"{directory}: no calibration images ({', '.join(IMAGE_SUFFIXES)})")
     return paths
-
-
-def alphas_cumprod(schedule: Mapping[str, Any]) -> np.ndarray:
-    """abar_t of the model's training schedule (``dig2dig.schedule`` metadata), float64."""
-    if schedule.get("type") != "linear":
-        raise ModelError(f"unsupported noise schedule type {schedule.get('type')!r} (only 'linear')")
-    betas = linear_betas(int(schedule["num_timesteps"]), float(schedule["beta_start"]), float(schedule["beta_end"]))
-    return np.cumprod(1.0 - betas)
 
 
 def luma_crop(path: str, height: int, width: int, rng: np.random.Generator) -> np.ndarray:

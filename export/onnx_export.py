@@ -14,7 +14,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import onnx
@@ -25,13 +25,12 @@ from torch import nn
 
 from ..runtime.backends.base import ModelInfo
 from ..runtime.errors import ModelError
+from ..runtime.schedule import ADM_LINEAR
 from ..runtime.atomic import atomic_replace
 from .checkpoint import state_dict_mismatch
 from .unet import UNetModel, create_model, resolve_config
 
 # The forward process of guided-diffusion's 1000-step linear schedule, which the priors are trained on.
-SCHEDULE: Dict[str, Any] = {"type": "linear", "num_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
-                            "prediction": "epsilon"}
 DYNAMIC_AXES = {"x": {0: "N", 2: "H", 3: "W"}, "t": {0: "N"}, "y": {0: "N", 2: "H", 3: "W"}}
 # Largest accepted max|onnx - torch| / max|torch|; float16 is compared with float32 PyTorch.
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
@@ -187,7 +186,7 @@ def export_onnx(model: UNetModel, config: Mapping[str, Any], out_path: Union[str
     precision = "fp16" if fp16 else "fp32"
     info = ModelInfo(in_channels=model.in_channels, out_channels=model.out_channels,
                      learn_sigma=bool(cfg["learn_sigma"]), multiple=model.downsample_factor,
-                     precision=precision, schedule=dict(SCHEDULE), config=cfg)
+                     precision=precision, schedule=dict(ADM_LINEAR), config=cfg)
     graph = BoundaryFloat32(half_precision(model) if fp16 else model)
     if external_data is None:
         external_data = sum(p.numel() * p.element_size() for p in graph.parameters()) > EXTERNAL_DATA_BYTES

@@ -18,7 +18,7 @@ import torch
 from ..runtime.backends.base import ModelInfo, Runner
 from ..runtime.errors import InputError
 from .checkpoint import load_config, load_model
-from .train_prior import SCHEDULE
+from ..runtime.schedule import ADM_LINEAR
 from .unet import UNetModel, resolve_config
 
 PathLike = Union[str, Path]
@@ -29,7 +29,7 @@ def model_info(model: UNetModel, config: Mapping[str, Any]) -> ModelInfo:
     cfg = resolve_config(dict(config))
     return ModelInfo(in_channels=model.in_channels, out_channels=model.out_channels,
                      learn_sigma=bool(cfg["learn_sigma"]), multiple=model.downsample_factor, precision="fp32",
-                     schedule=dict(SCHEDULE), config=cfg)
+                     schedule=dict(ADM_LINEAR), config=cfg)
 
 
 class TorchCudaRunner(Runner):

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..runtime.schedule import ADM_LINEAR, alphas_cumprod
 from .checkpoint import load_model, save_state_dict
 from .unet import create_model, resolve_config
 
@@ -32,8 +33,6 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "use_scale_shift_norm": True, "resblock_updown": True, "in_channels": 1, "norm_groups": 16,
     "patch_size": 2,
 }
-SCHEDULE: Dict[str, Any] = {"type": "linear", "num_timesteps": 1000, "beta_start": 0.0001,
-                            "beta_end": 0.02, "prediction": "epsilon"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -94,14 +93,6 @@ class CropBatches(torch.utils.data.IterableDataset):
             yield torch.from_numpy(sampler.batch(self.batch))
 
 
-def alphas_cumprod(schedule: Dict[str, Any]) -> np.ndarray:
-    """abar_t of the ADM linear schedule (float64)."""
-    n = schedule["num_timesteps"]
-    scale = 1000 / n
-    betas = np.linspace(scale * schedule["beta_start"], scale * schedule["beta_end"], n, dtype=np.float64)
-    return np.cumprod(1.0 - betas)
-
-
 def train(data_dir: Path, out_dir: Path, config: Dict[str, Any], steps: int, batch: int, crop: int,
           lr: float, ema_decay: float, device: str, seed: int, minutes: Optional[float],
           save_every: int, init: Optional[Path] = None) -> Dict[str, Any]:
@@ -115,7 +106,7 @@ def train(data_dir: Path, out_dir: Path, config: Dict[str, Any], steps: int, bat
     ema = create_model(**config).to(device).requires_grad_(False)
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    abar = torch.tensor(alphas_cumprod(SCHEDULE), dtype=torch.float32, device=device)
+    abar = torch.tensor(alphas_cumprod(ADM_LINEAR), dtype=torch.float32, device=device)
     state_path = out_dir / "train_state.pt"
     step, elapsed = 0, 0.0
     if state_path.exists():
@@ -164,7 +155,7 @@ def train(data_dir: Path, out_dir: Path, config: Dict[str, Any], steps: int, bat
                "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
                "wall_time_s": round(time.time() - start, 1), "final_loss_mean_last_500": float(np.mean(losses[-500:])) if losses else None,
                "parameters": sum(p.numel() for p in model.parameters()), "data": str(data_dir),
-               "images": len(images), "seed": seed, "init": str(init) if init else None, "schedule": SCHEDULE}
+               "images": len(images), "seed": seed, "init": str(init) if init else None, "schedule": ADM_LINEAR}
     (out_dir / "train_log.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 

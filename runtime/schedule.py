@@ -6,17 +6,30 @@ Follows guided-diffusion (openai/guided-diffusion, ``gaussian_diffusion.get_name
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Sequence, Union
+from typing import Any, Dict, List, Mapping, Sequence, Union
 
 import numpy as np
 
 SectionCounts = Union[int, str, Sequence[int]]
 
 
+ADM_LINEAR: Dict[str, Any] = {"type": "linear", "num_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
+                               "prediction": "epsilon"}
+"""ADM's linear schedule, as trained by guided-diffusion and by ``dig2dig train-prior``."""
+
+
 def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
     """ADM's linear beta schedule (float64); both ends scale by ``1000 / num_timesteps``."""
     scale = 1000 / num_timesteps
     return np.linspace(scale * beta_start, scale * beta_end, num_timesteps, dtype=np.float64)
+
+
+def alphas_cumprod(schedule: Mapping[str, Any]) -> np.ndarray:
+    """abar_t of the model's training schedule (``dig2dig.schedule`` metadata), float64."""
+    if schedule.get("type") != "linear":
+        raise ValueError(f"unsupported noise schedule type {schedule.get('type')!r} (only 'linear')")
+    betas = linear_betas(int(schedule["num_timesteps"]), float(schedule["beta_start"]), float(schedule["beta_end"]))
+    return np.cumprod(1.0 - betas)
 
 
 def space_timesteps(num_timesteps: int, section_counts: SectionCounts) -> List[int]:

@@ -22,6 +22,7 @@ from typing import Any, Optional
 import numpy as np
 import pytest
 
+from dig2dig.runtime.schedule import ADM_LINEAR
 from dig2dig.kernels import NUMPY_OPS, color, dig, em, numpy_ops, rng, step
 from dig2dig.kernels import cuda
 from dig2dig.kernels.cuda_ops import BufferPool, CudaOps
@@ -30,7 +31,6 @@ from dig2dig.runtime.gpu import gpu_sample
 from dig2dig.runtime.sampler import Settings, Trace, initial_noise, sample
 from test_kernels_compile import fake_pycuda
 
-SCHEDULE = {"type": "linear", "num_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "prediction": "epsilon"}
 
 
 class FakeAllocation:
@@ -184,7 +184,7 @@ class FakeRunner(Runner):
 
     def __init__(self, channels: int, learn_sigma: bool = False) -> None:
         self.info = ModelInfo(in_channels=channels, out_channels=channels * (2 if learn_sigma else 1),
-                              learn_sigma=learn_sigma, multiple=8, precision="fp32", schedule=SCHEDULE)
+                              learn_sigma=learn_sigma, multiple=8, precision="fp32", schedule=ADM_LINEAR)
 
     def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         eps = np.tanh(0.9 * x + (t / 1000.0)[:, None, None, None]).astype(np.float32)

@@ -14,7 +14,8 @@ import torch
 
 from dig2dig.export.checkpoint import load_config, load_model
 from dig2dig.export.cli import main
-from dig2dig.export.onnx_export import SCHEDULE, export_onnx
+from dig2dig.export.onnx_export import export_onnx
+from dig2dig.runtime.schedule import ADM_LINEAR
 from dig2dig.export.unet import create_model
 from dig2dig.runtime.backends.base import ModelInfo
 from dig2dig.runtime.errors import ModelError
@@ -104,7 +105,7 @@ def test_metadata_round_trip(fp32):
     info = ModelInfo.from_metadata(props, str(path))
     assert info == report.info
     assert info == ModelInfo(in_channels=3, out_channels=6, learn_sigma=True, multiple=4, precision="fp32",
-                             schedule=SCHEDULE, config=load_config(CONFIG))
+                             schedule=ADM_LINEAR, config=load_config(CONFIG))
     assert info.to_metadata() == props
 
 

@@ -1,31 +1,24 @@
 """Schedule and respacing vs guided-diffusion / DDFM (shared/reference/ddfm_sampler)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dig2dig.runtime.schedule import Schedule, linear_betas, space_timesteps
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SAMPLER_NPZ = SHARED / "reference" / "ddfm_sampler" / "sampler_reference.npz"
-LINEAR = {"type": "linear", "num_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
-          "prediction": "epsilon"}
+from dig2dig.runtime.schedule import ADM_LINEAR, Schedule, linear_betas, space_timesteps
 
 
-@pytest.fixture(scope="module")
-def ref():
-    if not SAMPLER_NPZ.exists():
-        pytest.skip(f"shared DDFM sampler reference not found at {SAMPLER_NPZ}")
-    return np.load(SAMPLER_NPZ)
+
+@pytest.fixture()
+def ref(sampler_ref):  # type: ignore[no-untyped-def]
+    return sampler_ref
 
 
 @pytest.mark.parametrize("steps", [10, 25])
 def test_schedule_matches_ddfm(ref, steps):
     # The reference stores the respaced arrays by respaced index (ascending t); Schedule is in loop order.
     for spec in (steps, str(steps)):
-        schedule = Schedule.create(spec, LINEAR)
+        schedule = Schedule.create(spec, ADM_LINEAR)
         assert len(schedule) == steps
         assert schedule.timesteps.dtype == np.int64
         np.testing.assert_array_equal(schedule.timesteps, ref[f"r{steps}_timesteps_model"])
@@ -50,12 +43,12 @@ def test_sections_and_ddim_striding():
     assert space_timesteps(300, "10,15,20") == kept
     assert space_timesteps(1000, "ddim10") == list(range(0, 1000, 100))
     assert space_timesteps(1000, "ddim50") == list(range(0, 1000, 20))
-    np.testing.assert_array_equal(Schedule.create("ddim10", LINEAR).timesteps, np.arange(900, -1, -100))
+    np.testing.assert_array_equal(Schedule.create("ddim10", ADM_LINEAR).timesteps, np.arange(900, -1, -100))
     assert space_timesteps(1000, 1000) == list(range(1000))
 
 
 def test_full_schedule_is_the_base_schedule():
-    schedule = Schedule.create(1000, LINEAR)
+    schedule = Schedule.create(1000, ADM_LINEAR)
     abar = np.cumprod(1.0 - linear_betas())
     np.testing.assert_allclose(schedule.alphas_cumprod[::-1], abar, rtol=1e-12)
     assert schedule.alphas_cumprod_prev[-1] == 1.0
@@ -70,10 +63,10 @@ def test_linear_betas_scale_with_length():
 
 def test_invalid_requests_raise():
     with pytest.raises(ValueError, match="schedule type"):
-        Schedule.create(10, dict(LINEAR, type="cosine"))
+        Schedule.create(10, dict(ADM_LINEAR, type="cosine"))
     with pytest.raises(ValueError, match="cannot divide"):
         space_timesteps(100, 101)
     with pytest.raises(ValueError, match="integer stride"):
         space_timesteps(1000, "ddim999")
     with pytest.raises(ValueError, match="keeps no timesteps"):
-        Schedule.create(0, LINEAR)
+        Schedule.create(0, ADM_LINEAR)

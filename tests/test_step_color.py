@@ -6,7 +6,6 @@ predict_x0 -> rgb_to_ycbcr -> em_step -> ycbcr_to_rgb -> ddim_update, one EMStat
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,24 +13,18 @@ import pytest
 from dig2dig.kernels.color import rgb_to_ycbcr, ycbcr_to_rgb
 from dig2dig.kernels.em import em_init, em_step
 from dig2dig.kernels.step import ddim_update, predict_x0, q_sample
-from dig2dig.runtime.schedule import Schedule
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SAMPLER_NPZ = SHARED / "reference" / "ddfm_sampler" / "sampler_reference.npz"
-LINEAR = {"type": "linear", "num_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
-          "prediction": "epsilon"}
+from dig2dig.runtime.schedule import ADM_LINEAR, Schedule
 
 
-@pytest.fixture(scope="module")
-def ref():
-    if not SAMPLER_NPZ.exists():
-        pytest.skip(f"shared DDFM sampler reference not found at {SAMPLER_NPZ}")
-    return np.load(SAMPLER_NPZ)
+
+@pytest.fixture()
+def ref(sampler_ref):  # type: ignore[no-untyped-def]
+    return sampler_ref
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_ddfm_loop_per_step(ref, dtype):
-    schedule = Schedule.create(10, LINEAR)
+    schedule = Schedule.create(10, ADM_LINEAR)
     # DDFM's data flow: I = the visible image, V = the infrared one.
     I, V = ref["I"][0, 0].astype(dtype), ref["V"][0, 0].astype(dtype)
     state = em_init(I.shape, dtype)
@@ -57,7 +50,7 @@ def test_ddfm_loop_per_step(ref, dtype):
 
 
 def test_float32_x0_and_luminance_are_bit_exact(ref):
-    schedule = Schedule.create(10, LINEAR)
+    schedule = Schedule.create(10, ADM_LINEAR)
     for i in range(len(schedule)):
         x0 = predict_x0(ref["r10_x_t"][i, 0], ref["r10_model_output"][i, 0, :3], schedule.alphas_cumprod[i])
         np.testing.assert_array_equal(x0, ref["r10_pred_xstart_clipped"][i, 0])

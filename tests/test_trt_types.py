@@ -24,6 +24,7 @@ from typing import List
 import numpy as np
 import pytest
 
+from dig2dig.runtime.schedule import ADM_LINEAR
 from dig2dig.export.trt_build import (add_trt_parser, check_profiles, fp32_tensors, parse_dims, strongly_typed,
                                       tensorrt_version, trt_command)
 from dig2dig.runtime.backends.base import ModelInfo
@@ -33,8 +34,7 @@ from dig2dig.runtime.errors import InputError, ModelError
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKED = ("export/trt_build.py", "runtime/backends/trt.py", "calibration/int8.py", "runtime/backends/plan_file.py")
-SCHEDULE = {"type": "linear", "num_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "prediction": "epsilon"}
-INFO = ModelInfo(in_channels=1, out_channels=1, learn_sigma=False, multiple=16, precision="fp32", schedule=SCHEDULE)
+INFO = ModelInfo(in_channels=1, out_channels=1, learn_sigma=False, multiple=16, precision="fp32", schedule=ADM_LINEAR)
 
 # tensorrt-stubs 10.13 is pybind11-stubgen output that mypy cannot read as installed: its tensorrt/
 # folder has no py.typed, four plugin methods name a parameter ``in`` (a keyword) and add_scale_nd
@@ -282,7 +282,8 @@ def test_runtime_without_tensorrt_says_what_to_install(tmp_path: Path) -> None:
 
 def test_noised_calibration_batches(tmp_path: Path) -> None:
     cv2 = pytest.importorskip("cv2")
-    from dig2dig.calibration.int8 import alphas_cumprod, calibration_images, noised_batches
+    from dig2dig.calibration.int8 import calibration_images, noised_batches
+    from dig2dig.runtime.schedule import alphas_cumprod
 
     with pytest.raises(InputError, match="no calibration images"):
         calibration_images(str(tmp_path))
@@ -292,18 +293,18 @@ def test_noised_calibration_batches(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
     paths = calibration_images(str(tmp_path))
     assert [Path(p).name for p in paths] == ["a.png", "b.png"]
-    batches = list(noised_batches(paths, (3, 3, 64, 48), SCHEDULE, count=4, seed=7))
+    batches = list(noised_batches(paths, (3, 3, 64, 48), ADM_LINEAR, count=4, seed=7))
     assert len(batches) == 4
     for x, t in batches:
         assert x.shape == (3, 3, 64, 48) and x.dtype == np.float32 and t.shape == (3,) and t.dtype == np.float32
         assert np.all((t >= 0) & (t < 1000) & (t == np.round(t))) and np.all(np.isfinite(x))
     # Without noise (abar ~ 1) x_t is the crop: luminance in [-1, 1], repeated over the channels.
-    quiet = dict(SCHEDULE, beta_start=1e-9, beta_end=1e-9)
+    quiet = dict(ADM_LINEAR, beta_start=1e-9, beta_end=1e-9)
     x, _ = next(noised_batches(paths, (3, 3, 64, 48), quiet, count=1))
     assert np.abs(x[:, 1:] - x[:, :1]).max() < 1e-2 and np.abs(x).max() <= 1.01 and x.std() > 0.1
-    again = list(noised_batches(paths, (3, 3, 64, 48), SCHEDULE, count=4, seed=7))
+    again = list(noised_batches(paths, (3, 3, 64, 48), ADM_LINEAR, count=4, seed=7))
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches, again))
-    abar = alphas_cumprod(SCHEDULE)
+    abar = alphas_cumprod(ADM_LINEAR)
     assert abar[0] == pytest.approx(1 - 1e-4) and 0 < abar[-1] < 1e-4
 
 
