@@ -24,7 +24,16 @@ TASKS = {
     "mef": ("under-exposed", "over-exposed"),
     "mff": ("near focus", "far focus"),
 }
+# DIG temperature per task, chosen from the sweep in docs/QUALITY.md (other settings: Settings()).
+TASK_DIG_TAU = {"ivf": 1.0, "mif": 0.5, "mef": 2.0, "mff": 1.0}
 PathLike = Union[str, Path]
+
+
+def default_settings(task: str, **overrides: object) -> Settings:
+    """The sampler settings ``dig2dig fuse`` uses for ``task`` unless told otherwise."""
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r} (choose one of {', '.join(TASKS)})")
+    return Settings(**{"dig_tau": TASK_DIG_TAU[task], **overrides})  # type: ignore[arg-type]
 
 
 def default_model() -> Path:
@@ -78,12 +87,12 @@ def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] 
          progress: Optional[Callable[[int, int], None]] = None) -> FusionResult:
     """Fuse source ``a`` and ``b`` (roles per ``task``, see ``TASKS``) into one image.
 
+    ``settings`` defaults to ``default_settings(task)``.
+
     ``init_noise`` replaces the seeded x_T (shape ``(C, H', W')`` at the padded size);
     ``stretch`` applies DDFM's min-max output stretch (off by default: it changes the brightness).
     """
-    if task not in TASKS:
-        raise InputError(f"unknown task {task!r} (choose one of {', '.join(TASKS)})")
-    settings = settings or Settings()
+    settings = settings or default_settings(task)
     seconds: Dict[str, float] = {}
     start = time.perf_counter()
     sources = prepare_sources([a, b], resize)

@@ -28,8 +28,9 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
                    help="dig: Dig2DIG dynamic weights; static: DDFM (uniform weights)")
     p.add_argument("--dig-every", type=int, default=SETTINGS_DEFAULTS.dig_every, help="refresh DIG every S steps")
     p.add_argument("--dig-window", type=int, default=SETTINGS_DEFAULTS.dig_window, help="odd smoothing window (px)")
-    p.add_argument("--dig-tau", type=float, default=SETTINGS_DEFAULTS.dig_tau,
-                   help="softmax temperature relative to the RMS gain spread")
+    p.add_argument("--dig-tau", type=float,
+                   help="softmax temperature relative to the RMS gain spread (default per task: "
+                        "ivf 1, mif 0.5, mef 2, mff 1)")
     p.add_argument("--lamb", type=float, default=SETTINGS_DEFAULTS.lamb)
     p.add_argument("--rho", type=float, default=SETTINGS_DEFAULTS.rho)
     p.add_argument("--seed", type=int, default=SETTINGS_DEFAULTS.seed)
@@ -37,8 +38,13 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(steps=args.steps, guidance=args.guidance, dig_every=args.dig_every,
-                    dig_window=args.dig_window, dig_tau=args.dig_tau, lamb=args.lamb, rho=args.rho, seed=args.seed)
+    from .api import default_settings
+
+    chosen = dict(steps=args.steps, guidance=args.guidance, dig_every=args.dig_every, dig_window=args.dig_window,
+                  lamb=args.lamb, rho=args.rho, seed=args.seed)
+    if args.dig_tau is not None:
+        chosen["dig_tau"] = args.dig_tau
+    return default_settings(args.task, **chosen)
 
 
 def _fuse(args: argparse.Namespace) -> int:

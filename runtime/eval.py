@@ -211,12 +211,14 @@ def score(fused: PathLike, pair: Pair) -> Tuple[Dict[str, float], List[str]]:
 def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str] = DIFFUSION_METHODS,
              settings: Optional[Settings] = None, max_side: Optional[int] = None,
              model: Optional[PathLike] = None, backend: str = "ort", runner: Optional[Runner] = None,
-             sources_dir: Optional[PathLike] = None, strips_per_task: int = 1, quiet: bool = False) -> List[Row]:
+             sources_dir: Optional[PathLike] = None, strips_per_task: int = 1, quiet: bool = False,
+             task_tau: bool = False) -> List[Row]:
     """Fuse and score every pair with every method into ``out``; writes the tables and report, returns the summary.
 
     Pairs and methods already in ``out/per_pair.csv`` are not recomputed. ``runner`` is shared by
     every diffusion fusion (opened here, and closed after, when not given and needed).
     ``sources_dir`` holds the downscaled copies (default ``out/sources``; a sweep shares one).
+    ``task_tau`` replaces ``settings.dig_tau`` by each pair's task default (``api.TASK_DIG_TAU``).
     The summary and report cover the given pairs and methods only.
     """
     settings = settings or Settings()
@@ -225,7 +227,9 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str] = DIFF
         raise InputError(f"unknown method(s) {', '.join(unknown) or '(none)'} (choose from {', '.join(METHODS)})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_run(out, {"settings": {k: v for k, v in asdict(settings).items() if k != "guidance"},
+    _check_run(out, {"settings": {k: v for k, v in asdict(settings).items()
+                                  if k != "guidance" and not (task_tau and k == "dig_tau")},
+                     "dig_tau": "per task (api.TASK_DIG_TAU)" if task_tau else settings.dig_tau,
                      "max_side": max_side, "model": str(model) if model else "bundled prior"})
     folder = Path(sources_dir) if sources_dir else out / "sources"
     folder = folder / f"max{max_side}"
@@ -240,7 +244,8 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str] = DIFF
                 bar.set_postfix_str(f"{pair.key} {method}")
                 if method in DIFFUSION_METHODS and runner is None:
                     runner, own_runner = api.open_runner(model, backend), True
-                rows.append(_evaluate_one(pair, method, settings, runner, out, folder, max_side))
+                pair_settings = replace(settings, dig_tau=api.TASK_DIG_TAU[pair.task]) if task_tau else settings
+                rows.append(_evaluate_one(pair, method, pair_settings, runner, out, folder, max_side))
                 io.write_text(out / PER_PAIR, format_csv(rows, PAIR_COLUMNS))
                 bar.update()
     finally:
@@ -457,8 +462,8 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--steps", type=int, default=defaults.steps)
     p.add_argument("--dig-every", type=int, default=defaults.dig_every, help="refresh DIG every S steps")
     p.add_argument("--dig-window", type=int, default=defaults.dig_window, help="odd smoothing window (px)")
-    p.add_argument("--dig-tau", type=float, default=defaults.dig_tau,
-                   help="softmax temperature relative to the RMS gain spread")
+    p.add_argument("--dig-tau", type=float,
+                   help="softmax temperature relative to the RMS gain spread (default: each task's, as dig2dig fuse)")
     p.add_argument("--max-side", type=int, metavar="PX",
                    help="downscale both sources (INTER_AREA) so that the long side is at most PX")
     p.add_argument("--model", help="ONNX model or TensorRT plan (default: the bundled prior)")
@@ -477,12 +482,12 @@ def run_command(args: argparse.Namespace) -> int:
             raise InputError(f"{name} must be at least 1, got {value}")
     try:
         settings = Settings(steps=args.steps, dig_every=args.dig_every, dig_window=args.dig_window,
-                            dig_tau=args.dig_tau)
+                            dig_tau=args.dig_tau if args.dig_tau is not None else Settings().dig_tau)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     pairs = find_pairs(args.data, args.task, args.dataset, args.limit_per_dataset)
     summary = evaluate(pairs, args.output, methods, settings, args.max_side, args.model, args.backend,
-                       strips_per_task=args.strips, quiet=args.quiet)
+                       strips_per_task=args.strips, quiet=args.quiet, task_tau=args.dig_tau is None)
     failed = sum(int(entry["errors"]) for entry in summary if entry["dataset"] == ALL_DATASETS)
     if failed:
         print(f"dig2dig eval: {failed} fusion(s) recorded an error (see {Path(args.output) / PER_PAIR})",

@@ -39,8 +39,8 @@ class Settings:
     steps: int = 10
     guidance: str = "dig"
     dig_every: int = 2
-    dig_window: int = 9
-    dig_tau: float = 2.0
+    dig_window: int = 21
+    dig_tau: float = 1.0
     lamb: float = 0.5
     rho: float = 0.001
     seed: int = 0
