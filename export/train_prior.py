@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -86,7 +86,7 @@ class CropBatches(torch.utils.data.IterableDataset):
         super().__init__()
         self.images, self.crop, self.batch, self.seed = images, crop, batch, seed
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[torch.Tensor]:
         info = torch.utils.data.get_worker_info()
         sampler = CropSampler(self.images, self.crop, (0.6, 1.6), self.seed * 1000 + (info.id if info else 0))
         while True:

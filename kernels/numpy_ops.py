@@ -11,8 +11,8 @@ import numpy as np
 
 from .color import rgb_to_ycbcr, ycbcr_to_rgb
 from .dig import dig_weights
+from .em import EMState, em_step
 from .em import em_init as _em_init
-from .em import em_step
 from .rng import gaussian
 from .step import ddim_update, predict_x0, q_sample
 
@@ -21,7 +21,7 @@ __all__ = ["gaussian", "predict_x0", "q_sample", "ddim_update", "rgb_to_ycbcr", 
            "luma_of", "replace_channel0", "to_host", "sync"]
 
 
-def em_init(shape: Tuple[int, int]):  # type: ignore[no-untyped-def]
+def em_init(shape: Tuple[int, int]) -> EMState:
     """EM state for float32 images of ``shape``."""
     return _em_init(shape, np.float32)
 

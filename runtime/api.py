@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -29,11 +29,11 @@ TASK_DIG_TAU = {"ivf": 1.0, "mif": 0.5, "mef": 2.0, "mff": 1.0}
 PathLike = Union[str, Path]
 
 
-def default_settings(task: str, **overrides: object) -> Settings:
+def default_settings(task: str, **overrides: Any) -> Settings:
     """The sampler settings ``dig2dig fuse`` uses for ``task`` unless told otherwise."""
     if task not in TASKS:
         raise InputError(f"unknown task {task!r} (choose one of {', '.join(TASKS)})")
-    return Settings(**{"dig_tau": TASK_DIG_TAU[task], **overrides})  # type: ignore[arg-type]
+    return Settings(**{"dig_tau": TASK_DIG_TAU[task], **overrides})
 
 
 def default_model() -> Path:

@@ -8,25 +8,19 @@ import pytest
 from dig2dig.runtime.schedule import ADM_LINEAR, Schedule, linear_betas, space_timesteps
 
 
-
-@pytest.fixture()
-def ref(sampler_ref):  # type: ignore[no-untyped-def]
-    return sampler_ref
-
-
 @pytest.mark.parametrize("steps", [10, 25])
-def test_schedule_matches_ddfm(ref, steps):
+def test_schedule_matches_ddfm(sampler_ref, steps):
     # The reference stores the respaced arrays by respaced index (ascending t); Schedule is in loop order.
     for spec in (steps, str(steps)):
         schedule = Schedule.create(spec, ADM_LINEAR)
         assert len(schedule) == steps
         assert schedule.timesteps.dtype == np.int64
-        np.testing.assert_array_equal(schedule.timesteps, ref[f"r{steps}_timesteps_model"])
-        np.testing.assert_array_equal(schedule.timesteps, ref[f"r{steps}_timestep_map"][::-1])
-        np.testing.assert_allclose(schedule.alphas_cumprod, ref[f"r{steps}_alphas_cumprod_respaced"][::-1],
+        np.testing.assert_array_equal(schedule.timesteps, sampler_ref[f"r{steps}_timesteps_model"])
+        np.testing.assert_array_equal(schedule.timesteps, sampler_ref[f"r{steps}_timestep_map"][::-1])
+        np.testing.assert_allclose(schedule.alphas_cumprod, sampler_ref[f"r{steps}_alphas_cumprod_respaced"][::-1],
                                    rtol=1e-13, atol=0)
         np.testing.assert_allclose(schedule.alphas_cumprod_prev,
-                                   ref[f"r{steps}_alphas_cumprod_prev_respaced"][::-1], rtol=1e-13, atol=0)
+                                   sampler_ref[f"r{steps}_alphas_cumprod_prev_respaced"][::-1], rtol=1e-13, atol=0)
 
 
 def test_even_stride_rounds_ties_to_even():

@@ -16,45 +16,39 @@ from dig2dig.kernels.step import ddim_update, predict_x0, q_sample
 from dig2dig.runtime.schedule import ADM_LINEAR, Schedule
 
 
-
-@pytest.fixture()
-def ref(sampler_ref):  # type: ignore[no-untyped-def]
-    return sampler_ref
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_ddfm_loop_per_step(ref, dtype):
+def test_ddfm_loop_per_step(sampler_ref, dtype):
     schedule = Schedule.create(10, ADM_LINEAR)
     # DDFM's data flow: I = the visible image, V = the infrared one.
-    I, V = ref["I"][0, 0].astype(dtype), ref["V"][0, 0].astype(dtype)
+    I, V = sampler_ref["I"][0, 0].astype(dtype), sampler_ref["V"][0, 0].astype(dtype)
     state = em_init(I.shape, dtype)
     for i in range(len(schedule)):
         abar, abar_prev = schedule.alphas_cumprod[i], schedule.alphas_cumprod_prev[i]
-        x = ref["r10_x_t"][i, 0].astype(dtype)
-        eps = ref["r10_model_output"][i, 0, :3].astype(dtype)
+        x = sampler_ref["r10_x_t"][i, 0].astype(dtype)
+        eps = sampler_ref["r10_model_output"][i, 0, :3].astype(dtype)
 
         x0 = predict_x0(x, eps, abar)
-        np.testing.assert_allclose(x0, ref["r10_pred_xstart_clipped"][i, 0], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(x0, sampler_ref["r10_pred_xstart_clipped"][i, 0], rtol=0, atol=1e-5)
         ycc = rgb_to_ycbcr(x0)
-        np.testing.assert_allclose(ycc[0], ref["r10_em_f_pre"][i, 0, 0], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(ycc[0], sampler_ref["r10_em_f_pre"][i, 0, 0], rtol=0, atol=1e-5)
         ycc[0], state = em_step(ycc[0], I, V, state, lamb=0.5, rho=0.001)
-        np.testing.assert_allclose(ycc[0], ref["r10_em_F"][i, 0, 0], rtol=0, atol=1e-5)
-        assert float(state.tau_a) == pytest.approx(ref["r10_tau_a"][i], rel=1e-6)
-        assert float(state.tau_b) == pytest.approx(ref["r10_tau_b"][i], rel=1e-6)
+        np.testing.assert_allclose(ycc[0], sampler_ref["r10_em_F"][i, 0, 0], rtol=0, atol=1e-5)
+        assert float(state.tau_a) == pytest.approx(sampler_ref["r10_tau_a"][i], rel=1e-6)
+        assert float(state.tau_b) == pytest.approx(sampler_ref["r10_tau_b"][i], rel=1e-6)
         x0 = ycbcr_to_rgb(ycc)
-        np.testing.assert_allclose(x0, ref["r10_pred_xstart_final"][i, 0], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(x0, sampler_ref["r10_pred_xstart_final"][i, 0], rtol=0, atol=1e-5)
         x_prev = ddim_update(x, x0, abar, abar_prev)
         assert x_prev.dtype == dtype
-        np.testing.assert_allclose(x_prev, ref["r10_samples"][i, 0], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(x_prev, ref["r10_final_sample"][0], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(x_prev, sampler_ref["r10_samples"][i, 0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(x_prev, sampler_ref["r10_final_sample"][0], rtol=0, atol=1e-5)
 
 
-def test_float32_x0_and_luminance_are_bit_exact(ref):
+def test_float32_x0_and_luminance_are_bit_exact(sampler_ref):
     schedule = Schedule.create(10, ADM_LINEAR)
     for i in range(len(schedule)):
-        x0 = predict_x0(ref["r10_x_t"][i, 0], ref["r10_model_output"][i, 0, :3], schedule.alphas_cumprod[i])
-        np.testing.assert_array_equal(x0, ref["r10_pred_xstart_clipped"][i, 0])
-        np.testing.assert_array_equal(rgb_to_ycbcr(x0)[0], ref["r10_em_f_pre"][i, 0, 0])
+        x0 = predict_x0(sampler_ref["r10_x_t"][i, 0], sampler_ref["r10_model_output"][i, 0, :3], schedule.alphas_cumprod[i])
+        np.testing.assert_array_equal(x0, sampler_ref["r10_pred_xstart_clipped"][i, 0])
+        np.testing.assert_array_equal(rgb_to_ycbcr(x0)[0], sampler_ref["r10_em_f_pre"][i, 0, 0])
 
 
 def test_colour_route_is_skimage_on_minus_one_to_one():
