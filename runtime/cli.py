@@ -53,7 +53,7 @@ def _fuse(args: argparse.Namespace) -> int:
     from . import api, io
 
     init_noise = io.read_npy(args.init_noise) if args.init_noise else None
-    with tqdm(total=args.steps, desc="fuse", unit="step", disable=args.quiet) as bar:
+    with tqdm(total=args.steps, desc="fuse", unit="step", disable=args.quiet, delay=0.5) as bar:
         result = api.fuse(args.a, args.b, task=args.task, model=args.model, backend=args.backend,
                           settings=_settings(args), init_noise=init_noise, resize=args.resize,
                           stretch=args.stretch, progress=lambda i, n: bar.update(i - bar.n))
