@@ -33,7 +33,7 @@ setup(
         # Headless build: CI machines and Jetsons without a desktop have no libGL,
         # which the plain opencv-python wheel needs at import. Same cv2 API.
         "opencv-python-headless>=4.5",
-        "tqdm>=4.60",
+        "tqdm>=4.62",
     ],
     extras_require={
         "ort": ["onnxruntime>=1.15"],
