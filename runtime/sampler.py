@@ -128,7 +128,8 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
                 k = num_sources
                 x0_t = ops.luma_of(ops.predict_x0(batch[1:1 + k], eps[1:1 + k], abar))
                 x0_next = ops.luma_of(ops.predict_x0(batch[1 + k:], eps[1 + k:], abar_next))
-                weights, gains = ops.dig_weights(sources, x0_t, x0_next, settings.dig_window, settings.dig_tau)
+                window = min(settings.dig_window, 2 * min(sources.shape[1:]) - 1)  # tiny images: whole image
+                weights, gains = ops.dig_weights(sources, x0_t, x0_next, window, settings.dig_tau)
                 trace.refreshes.append({"step": i, "t": t, "t_next": t_next,
                                         "weights": ops.to_host(weights), "gains": ops.to_host(gains)})
 
