@@ -256,7 +256,8 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str] = DIFF
     summary = summarise(selected)
     io.write_text(out / SUMMARY, format_csv(summary, SUMMARY_COLUMNS))
     strips = write_strips(pairs, methods, out, folder, max_side, strips_per_task, settings.steps)
-    io.write_text(out / REPORT, format_report(summary, selected, pairs, methods, settings, max_side, model, strips))
+    io.write_text(out / REPORT, format_report(summary, selected, pairs, methods, settings, max_side, model, strips,
+                                                     task_tau))
     return summary
 
 
@@ -407,9 +408,11 @@ def _tile(image: np.ndarray, label: str) -> np.ndarray:
 
 def format_report(summary: Sequence[Row], rows: Sequence[Row], pairs: Sequence[Pair], methods: Sequence[str],
                   settings: Settings, max_side: Optional[int], model: Optional[PathLike],
-                  strips: Dict[str, List[str]]) -> str:
+                  strips: Dict[str, List[str]], task_tau: bool = False) -> str:
     """report.md: what was run, one table per task (key metrics and seconds, mean ± std), the strips."""
     failed = sum(1 for row in rows if row.get("error"))
+    tau = "per task (" + ", ".join(f"{t} {v:g}" for t, v in api.TASK_DIG_TAU.items()) + ")" if task_tau \
+        else f"{settings.dig_tau:g}"
     lines = ["# dig2dig eval", "",
              f"{len(pairs)} pairs, methods {', '.join(methods)}. "
              + (f"Sources downscaled with OpenCV INTER_AREA so that the long side is at most {max_side} px "
@@ -417,7 +420,7 @@ def format_report(summary: Sequence[Row], rows: Sequence[Row], pairs: Sequence[P
                 "Sources at their native resolution."),
              "",
              f"Diffusion settings: {settings.steps} steps; DIG refresh every {settings.dig_every} steps, "
-             f"window {settings.dig_window}, tau {settings.dig_tau:g}; lamb {settings.lamb:g}, rho {settings.rho:g}, "
+             f"window {settings.dig_window}, tau {tau}; lamb {settings.lamb:g}, rho {settings.rho:g}, "
              f"seed {settings.seed}; model: {model or 'the bundled prior'}.",
              "",
              "Metrics: `runtime/metrics.py` (CDDFuse Evaluator conventions) on the grey fused image vs the grey "
