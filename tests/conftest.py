@@ -16,3 +16,15 @@ def sampler_ref():  # type: ignore[no-untyped-def]
     if not SAMPLER_NPZ.exists():
         pytest.skip(f"shared DDFM sampler reference not found at {SAMPLER_NPZ}")
     return np.load(SAMPLER_NPZ)
+
+
+@pytest.fixture(scope="session")
+def cuda_device() -> None:
+    """Skip unless pycuda is installed and sees a CUDA device (GPU tests only)."""
+    driver = pytest.importorskip("pycuda.driver", reason="pycuda is not installed")
+    try:
+        driver.init()
+        if driver.Device.count() == 0:
+            pytest.skip("no CUDA device")
+    except driver.Error as exc:
+        pytest.skip(f"CUDA driver unusable: {exc}")

@@ -17,18 +17,12 @@ from dig2dig.runtime.sampler import Settings, Trace, initial_noise, luminance_of
 from test_kernels_numpy import plausible_estimates, real_sources
 
 pytestmark = pytest.mark.gpu
-driver = pytest.importorskip("pycuda.driver", reason="pycuda is not installed")
+pytest.importorskip("pycuda.driver", reason="pycuda is not installed")
 GOAL = 1.0 / 255.0
 
 
 @pytest.fixture(scope="module")
-def ops():
-    try:
-        driver.init()
-        if driver.Device.count() == 0:
-            pytest.skip("no CUDA device")
-    except driver.Error as exc:
-        pytest.skip(f"CUDA driver unusable: {exc}")
+def ops(cuda_device):  # type: ignore[no-untyped-def]
     from dig2dig.kernels.cuda_ops import CudaOps
 
     cuda_ops = CudaOps()

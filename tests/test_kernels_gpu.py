@@ -22,18 +22,12 @@ from dig2dig.kernels.cuda import CudaKernels
 from test_kernels_numpy import EM_NPZ, plausible_estimates, real_sources
 
 pytestmark = pytest.mark.gpu
-driver = pytest.importorskip("pycuda.driver", reason="pycuda is not installed")
+pytest.importorskip("pycuda.driver", reason="pycuda is not installed")
 gpuarray = pytest.importorskip("pycuda.gpuarray", reason="pycuda is not installed")
 
 
 @pytest.fixture(scope="module")
-def kernels():
-    try:
-        driver.init()
-        if driver.Device.count() == 0:
-            pytest.skip("no CUDA device")
-    except driver.Error as exc:
-        pytest.skip(f"CUDA driver unusable: {exc}")
+def kernels(cuda_device):  # type: ignore[no-untyped-def]
     ops = CudaKernels(0)
     yield ops
     ops.close()
