@@ -13,10 +13,8 @@ from __future__ import annotations
 import ctypes
 import gc
 import inspect
-import sys
 import time
 import types
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -29,7 +27,7 @@ from dig2dig.kernels.cuda_ops import BufferPool, CudaOps
 from dig2dig.runtime.backends.base import ModelInfo, Runner
 from dig2dig.runtime.gpu import gpu_sample
 from dig2dig.runtime.sampler import Settings, Trace, initial_noise, sample
-from test_kernels_compile import fake_pycuda
+from test_kernels_compile import fake_kernels
 
 
 
@@ -316,11 +314,7 @@ def test_new_launchers_dry_run(monkeypatch):
     from test_kernels_compile import FakeArray
 
     calls: list = []
-    package = fake_pycuda(calls)
-    for name, module in (("pycuda", package), ("pycuda.driver", package.driver), ("pycuda.gpuarray", package.gpuarray)):
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(cuda, "compile_cubin", lambda module, arch, directory=None: Path(f"{module}.cubin"))
-    kernels = cuda.CudaKernels()
+    kernels = fake_kernels(monkeypatch, calls)
     flag = FakeArray((1,), np.uint32)
     kernels.all_finite(FakeArray((5, 1, 37, 70)), flag)
     kernels.luma_of(FakeArray((2, 3, 37, 70)), FakeArray((2, 37, 70)))

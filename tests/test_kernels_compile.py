@@ -156,14 +156,19 @@ def fake_pycuda(calls: list) -> types.ModuleType:
     return package
 
 
-def test_launchers_dry_run(monkeypatch):
-    """Every launcher on a recording stand-in for pycuda: argument packing, grids, EM buffer rotation."""
-    calls: list = []
+def fake_kernels(monkeypatch: pytest.MonkeyPatch, calls: list) -> "cuda.CudaKernels":
+    """``CudaKernels`` on the recording stand-in for pycuda, with compilation skipped."""
     package = fake_pycuda(calls)
     for name, module in (("pycuda", package), ("pycuda.driver", package.driver), ("pycuda.gpuarray", package.gpuarray)):
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(cuda, "compile_cubin", lambda module, arch, directory=None: Path(f"{module}.cubin"))
-    ops = cuda.CudaKernels()
+    return cuda.CudaKernels()
+
+
+def test_launchers_dry_run(monkeypatch):
+    """Every launcher on a recording stand-in for pycuda: argument packing, grids, EM buffer rotation."""
+    calls: list = []
+    ops = fake_kernels(monkeypatch, calls)
     height, width = 37, 70
 
     def like(shape: tuple) -> FakeArray:
