@@ -29,10 +29,14 @@ TASK_DIG_TAU = {"ivf": 1.0, "mif": 0.5, "mef": 2.0, "mff": 1.0}
 PathLike = Union[str, Path]
 
 
-def default_settings(task: str, **overrides: Any) -> Settings:
-    """The sampler settings ``dig2dig fuse`` uses for ``task`` unless told otherwise."""
+def check_task(task: str) -> None:
     if task not in TASKS:
         raise InputError(f"unknown task {task!r} (choose one of {', '.join(TASKS)})")
+
+
+def default_settings(task: str, **overrides: Any) -> Settings:
+    """The sampler settings ``dig2dig fuse`` uses for ``task`` unless told otherwise."""
+    check_task(task)
     return Settings(**{"dig_tau": TASK_DIG_TAU[task], **overrides})
 
 
@@ -92,6 +96,7 @@ def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] 
     ``init_noise`` replaces the seeded x_T (shape ``(C, H', W')`` at the padded size);
     ``stretch`` applies DDFM's min-max output stretch (off by default: it changes the brightness).
     """
+    check_task(task)
     settings = settings or default_settings(task)
     seconds: Dict[str, float] = {}
     start = time.perf_counter()
@@ -102,7 +107,7 @@ def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] 
     try:
         luma = np.stack([s.luma for s in sources]) * 2.0 - 1.0
         height, width = luma.shape[1:]
-        padded = pad_to_multiple(luma, runner.info.multiple)
+        padded = pad_to_multiple(luma, runner.info.multiple).astype(np.float32)
         shape = (runner.info.in_channels,) + padded.shape[1:]
         if init_noise is None:
             x_T = initial_noise(shape, settings.seed)
@@ -114,11 +119,11 @@ def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] 
         if hasattr(runner, "denoise_device"):  # a GPU backend: the whole loop stays on the device
             from .gpu import gpu_sample
 
-            on_gpu = gpu_sample(runner, padded.astype(np.float32), settings, x_T, progress=progress, trace=trace)
+            on_gpu = gpu_sample(runner, padded, settings, x_T, progress=progress, trace=trace)
             raw = on_gpu.sample
             seconds.update(on_gpu.seconds)
         else:
-            raw = sample(runner, padded.astype(np.float32), settings, x_T, progress=progress, trace=trace)
+            raw = sample(runner, padded, settings, x_T, progress=progress, trace=trace)
     finally:
         if own_runner:
             runner.close()
@@ -129,7 +134,7 @@ def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] 
         fused = np.clip((fused + 1.0) / 2.0, 0.0, 1.0)
     fused = fused.astype(np.float32)
     image = io.to_image(fused, io.merge_chroma(sources))
-    seconds.update({k: v for k, v in trace.seconds.items()})
+    seconds.update(trace.seconds)
     seconds["total"] = time.perf_counter() - start
     return FusionResult(image=image, luma=fused, raw=raw, trace=trace, sources=sources, seconds=seconds)
 
