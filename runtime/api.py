@@ -26,6 +26,7 @@ TASKS = {
 }
 # DIG temperature per task, chosen from the sweep in docs/QUALITY.md (other settings: Settings()).
 TASK_DIG_TAU = {"ivf": 1.0, "mif": 0.5, "mef": 2.0, "mff": 1.0}
+TASK_DIG_TAU_TEXT = ", ".join(f"{task} {tau:g}" for task, tau in TASK_DIG_TAU.items())
 PathLike = Union[str, Path]
 
 

@@ -10,6 +10,7 @@ import json
 import sys
 from typing import List, Optional, Sequence
 
+from .api import TASK_DIG_TAU_TEXT, default_settings
 from .errors import Dig2DigError
 from .sampler import Settings
 
@@ -29,8 +30,7 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dig-every", type=int, default=SETTINGS_DEFAULTS.dig_every, help="refresh DIG every S steps")
     p.add_argument("--dig-window", type=int, default=SETTINGS_DEFAULTS.dig_window, help="odd smoothing window (px)")
     p.add_argument("--dig-tau", type=float,
-                   help="softmax temperature relative to the RMS gain spread (default per task: "
-                        "ivf 1, mif 0.5, mef 2, mff 1)")
+                   help=f"softmax temperature relative to the RMS gain spread (default per task: {TASK_DIG_TAU_TEXT})")
     p.add_argument("--lamb", type=float, default=SETTINGS_DEFAULTS.lamb)
     p.add_argument("--rho", type=float, default=SETTINGS_DEFAULTS.rho)
     p.add_argument("--seed", type=int, default=SETTINGS_DEFAULTS.seed)
@@ -38,8 +38,6 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from .api import default_settings
-
     chosen = dict(steps=args.steps, guidance=args.guidance, dig_every=args.dig_every, dig_window=args.dig_window,
                   lamb=args.lamb, rho=args.rho, seed=args.seed)
     if args.dig_tau is not None:

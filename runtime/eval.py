@@ -411,8 +411,7 @@ def format_report(summary: Sequence[Row], rows: Sequence[Row], pairs: Sequence[P
                   strips: Dict[str, List[str]], task_tau: bool = False) -> str:
     """report.md: what was run, one table per task (key metrics and seconds, mean ± std), the strips."""
     failed = sum(1 for row in rows if row.get("error"))
-    tau = "per task (" + ", ".join(f"{t} {v:g}" for t, v in api.TASK_DIG_TAU.items()) + ")" if task_tau \
-        else f"{settings.dig_tau:g}"
+    tau = f"per task ({api.TASK_DIG_TAU_TEXT})" if task_tau else f"{settings.dig_tau:g}"
     lines = ["# dig2dig eval", "",
              f"{len(pairs)} pairs, methods {', '.join(methods)}. "
              + (f"Sources downscaled with OpenCV INTER_AREA so that the long side is at most {max_side} px "
