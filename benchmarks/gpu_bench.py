@@ -121,7 +121,7 @@ def kernel_cases(ops: CudaOps, height: int, width: int) -> List[Tuple[str, int, 
     w_i = rand(height, width, low=0.0)
     w_v = ops.from_host(1.0 - w_i.get())
     y = rand(5, 1, height, width)
-    flag = out(1, dtype=np.uint32)
+    record = out(1, dtype=np.uint32)
     state = kernels.em_init((height, width))
     outs = {name: out(*shape) for name, shape in
             (("image", (1, height, width)), ("batch", (2, 1, height, width)), ("rgb", (3, height, width)),
@@ -131,7 +131,7 @@ def kernel_cases(ops: CudaOps, height: int, width: int) -> List[Tuple[str, int, 
         ("gaussian", 1, plane, lambda: kernels.gaussian(0, 1, outs["image"])),
         ("q_sample (2 sources)", 1, 5 * plane, lambda: kernels.q_sample(batch, noise, 0.5, outs["batch"])),
         ("concat (5 planes)", 3, 10 * plane, lambda: ops.concat([x[None], batch, batch])),
-        ("all_finite (5 planes)", 2, 5 * plane, lambda: kernels.all_finite(y, flag)),
+        ("mark_nonfinite (5 planes)", 1, 5 * plane, lambda: kernels.mark_nonfinite(y, 0, record)),
         ("predict_x0", 1, 3 * plane, lambda: kernels.predict_x0(x, eps, 0.5, True, outs["image"])),
         ("predict_x0 (2 sources)", 1, 6 * plane, lambda: kernels.predict_x0(batch, batch, 0.5, True, outs["batch"])),
         ("luma_of (2 sources, 1 channel)", 1, 4 * plane, lambda: kernels.luma_of(batch, outs["pair"])),

@@ -1,12 +1,14 @@
-// Array plumbing of the loop: the CUDA twins of all_finite and luma_of in kernels/numpy_ops.py.
+// Array plumbing of the loop: the CUDA twins of mark_nonfinite and luma_of in kernels/numpy_ops.py.
 // Elementwise, grid (ceil(n / 256)), block 256.
 
-// flag (one unsigned int, set to 1 by the host before the launch) becomes 0 if any of the n floats
-// of x is NaN or infinite. Every writer stores the same value, so the race is harmless.
-extern "C" __global__ void all_finite(const float* __restrict__ x, unsigned int* __restrict__ flag, int n)
+// record (one unsigned int on the device) becomes min(record, step) if any of the n floats of x is
+// NaN or infinite: the first loop step whose model output was not finite, read by the host only
+// once the loop has ended, so that no step waits for the host.
+extern "C" __global__ void mark_nonfinite(const float* __restrict__ x, unsigned int* __restrict__ record,
+                                          unsigned int step, int n)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n && !isfinite(x[i])) *flag = 0u;
+    if (i < n && !isfinite(x[i])) atomicMin(record, step);
 }
 
 // out (K, plane) = mean over c of images (K, channels, plane), summed in channel order and divided

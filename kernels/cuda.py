@@ -52,8 +52,8 @@ RNG_MAX_BLOCKS = 4096
 EM_SOLVE_ITERATIONS = 20  # Chebyshev iterations: about 2e-6 relative error on H (see em_chebyshev_omegas)
 
 
-# kernel name -> (source file stem, pycuda argument format: P pointer, i int, f float, d double,
-# Q unsigned 64-bit); tests check these against the .cu signatures.
+# kernel name -> (source file stem, pycuda argument format: P pointer, i int, I unsigned int,
+# f float, d double, Q unsigned 64-bit); tests check these against the .cu signatures.
 KERNELS: Dict[str, Tuple[str, str]] = {
     "predict_x0": ("step", "PPPffii"),
     "ddim_update": ("step", "PPPffffi"),
@@ -67,7 +67,7 @@ KERNELS: Dict[str, Tuple[str, str]] = {
     "em_estep": ("em", "P" * 12 + "ii"),
     "em_chebyshev": ("em", "PPPPfii"),
     "em_update": ("em", "P" * 10 + "ffiii"),
-    "all_finite": ("array", "PPi"),
+    "mark_nonfinite": ("array", "PPIi"),
     "luma_of": ("array", "PPiii"),
 }
 
@@ -400,13 +400,12 @@ class CudaKernels:
 
     # -- array.cu -------------------------------------------------------------------------------
 
-    def all_finite(self, x: Any, out: Any) -> None:
-        """``out`` (one uint32) = 1 if every element of ``x`` is finite, else 0."""
+    def mark_nonfinite(self, x: Any, step: int, record: Any) -> None:
+        """``record`` (one uint32) = min(record, step) if any element of ``x`` is NaN or infinite."""
         _check("x", x, tuple(x.shape))
-        if tuple(out.shape) != (1,) or out.dtype != np.uint32:
-            raise ValueError(f"out: expected one uint32, got {out.dtype} {tuple(out.shape)}")
-        self.driver.memset_d32_async(out.gpudata, 1, 1, self.stream)
-        self._launch_1d("all_finite", x.size, x.gpudata, out.gpudata, x.size)
+        if tuple(record.shape) != (1,) or record.dtype != np.uint32:
+            raise ValueError(f"record: expected one uint32, got {record.dtype} {tuple(record.shape)}")
+        self._launch_1d("mark_nonfinite", x.size, x.gpudata, record.gpudata, np.uint32(step), x.size)
 
     def luma_of(self, images: Any, out: Any) -> None:
         """``(K, C, H, W)`` -> ``(K, H, W)``: the channel mean, as NumPy's float32 mean over axis 1."""

@@ -8,8 +8,10 @@ Buffers: each result lives in a buffer of a :class:`BufferPool`, kept by (operat
 handed out again only once no array (nor any view of one) refers to it any more, so results are
 ordinary values, as in NumPy. Each (operation, shape) gets as many buffers as the loop holds its
 values at once: those of the previous step still bound to the sampler's variables plus the new one
-(three at most: ``luma_of``'s x0_t and x0_next of the last refresh and the next x0_t). Only the
-first run at a size allocates; a later run at the same size allocates nothing. Reuse needs no
+(three at most: ``luma_of``'s x0_t and x0_next of the last refresh and the next x0_t), and the DIG
+maps of every refresh, which the sampler's trace keeps until ``runtime.gpu.gpu_sample`` downloads
+them after the loop. Only the first run at a size allocates; a later run at the same size allocates
+nothing. Reuse needs no
 synchronisation: every reader and writer of device memory is on the one stream, which blocks with
 the legacy default stream that the synchronous host copies of ``from_host``, ``timesteps`` and
 ``to_host`` use.
@@ -23,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .cuda import CudaEMState, CudaKernels
+from .numpy_ops import NO_STEP
 
 Shape = Tuple[int, ...]
 
@@ -76,8 +79,8 @@ class CudaOps:
 
     ``kernels``: the launcher to use (default: a new :class:`CudaKernels` on device 0, closed by
     :meth:`close`). ``sync_stages``: :meth:`sync` waits for the stream, so that the sampler's
-    per-stage wall times are right; with False it returns at once and the loop waits for the GPU
-    only in :meth:`all_finite` (once a step) and :meth:`to_host`.
+    per-stage wall times are right; with False it returns at once and the loop never waits for the
+    GPU (``timesteps`` uploads a few bytes synchronously; results come back by :meth:`to_host`).
     """
 
     def __init__(self, kernels: Optional[CudaKernels] = None, sync_stages: bool = True) -> None:
@@ -88,7 +91,6 @@ class CudaOps:
         self._driver = self.kernels.driver
         self._gpuarray = self.kernels.gpuarray
         self.pool = BufferPool(self._driver.mem_alloc, self._wrap)
-        self._flag = self._driver.pagelocked_empty((1,), np.uint32)
 
     def _wrap(self, shape: Shape, dtype: np.dtype, allocation: Any) -> Any:
         return self._gpuarray.GPUArray(shape, dtype, gpudata=allocation)
@@ -121,8 +123,8 @@ class CudaOps:
         return out
 
     def to_host(self, array: Any) -> np.ndarray:
-        """The array on the host (waits for the stream). The loop uses it only for the trace of DIG
-        weights and gains, two ``(K, H, W)`` maps per refresh."""
+        """The array on the host (waits for the stream); the sampler calls it once, after its loop,
+        for the NaN/Inf record."""
         self.stream.synchronize()
         return array.get()
 
@@ -133,13 +135,15 @@ class CudaOps:
         out.set(host)
         return out
 
-    def all_finite(self, array: Any) -> bool:
-        """True unless ``array`` holds NaN or Inf: a device check, then one flag read back (waits for the stream)."""
-        flag = self.pool.take("all_finite", (1,), np.uint32)
-        self.kernels.all_finite(self._contiguous(array), flag)
-        self._driver.memcpy_dtoh_async(self._flag, flag.gpudata, self.stream)
-        self.stream.synchronize()
-        return bool(self._flag[0])
+    def nonfinite_init(self) -> Any:
+        """The loop's NaN/Inf record on the device: one uint32 set to ``NO_STEP``."""
+        record = self.pool.take("nonfinite", (1,), np.uint32)
+        self._driver.memset_d32_async(record.gpudata, NO_STEP, 1, self.stream)
+        return record
+
+    def mark_nonfinite(self, array: Any, step: int, record: Any) -> None:
+        """``record`` = min(record, step) if ``array`` holds NaN or Inf, on the device (no wait)."""
+        self.kernels.mark_nonfinite(self._contiguous(array), step, record)
 
     def sync(self) -> None:
         """Wait for the stream (unless ``sync_stages`` is False)."""

@@ -17,7 +17,8 @@ from .rng import gaussian
 from .step import ddim_update, predict_x0, q_sample
 
 __all__ = ["gaussian", "predict_x0", "q_sample", "ddim_update", "rgb_to_ycbcr", "ycbcr_to_rgb",
-           "em_step", "dig_weights", "em_init", "repeat_channels", "concat", "timesteps", "all_finite",
+           "em_step", "dig_weights", "em_init", "repeat_channels", "concat", "timesteps", "nonfinite_init",
+           "mark_nonfinite",
            "luma_of", "replace_channel0", "to_host", "sync"]
 
 
@@ -39,8 +40,18 @@ def timesteps(values: Sequence[int]) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
-def all_finite(array: np.ndarray) -> bool:
-    return bool(np.isfinite(array).all())
+NO_STEP = 0xFFFFFFFF  # a nonfinite record's value while every output seen was finite
+
+
+def nonfinite_init() -> np.ndarray:
+    """The loop's NaN/Inf record: one uint32, the first step whose model output was not finite."""
+    return np.full(1, NO_STEP, np.uint32)
+
+
+def mark_nonfinite(array: np.ndarray, step: int, record: np.ndarray) -> None:
+    """``record`` = min(record, step) if ``array`` holds NaN or Inf (read once the loop has ended)."""
+    if not np.isfinite(array).all():
+        record[0] = min(int(record[0]), step)
 
 
 def luma_of(images: np.ndarray) -> np.ndarray:

@@ -93,6 +93,8 @@ def gpu_sample(runner: Any, sources: np.ndarray, settings: Settings, x_T: np.nda
         seconds["other"] = seconds["loop"] - seconds["model"]
         start = time.perf_counter()
         result = ops.to_host(x)
+        for refresh in trace.refreshes:
+            refresh["weights"], refresh["gains"] = ops.to_host(refresh["weights"]), ops.to_host(refresh["gains"])
         seconds["download"] = time.perf_counter() - start
         return GpuSample(sample=result, seconds=seconds, trace=trace)
     finally:

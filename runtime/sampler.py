@@ -54,7 +54,8 @@ class Settings:
 
 @dataclass
 class Trace:
-    """What the loop saw: DIG weights at each refresh and seconds spent per stage."""
+    """What the loop saw: DIG weights and gains at each refresh (arrays of the loop's ``ops``;
+    ``gpu_sample`` brings them to the host after the loop) and seconds spent per stage."""
 
     refreshes: List[Dict[str, Any]] = field(default_factory=list)
     seconds: DefaultDict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -100,6 +101,7 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
     x = x_T
     weights = None
     em_state = ops.em_init(sources.shape[1:])
+    nonfinite = ops.nonfinite_init()  # first step whose model output held NaN/Inf, read after the loop
     steps = len(schedule.timesteps)
     for i in range(steps):
         t = int(schedule.timesteps[i])
@@ -117,8 +119,7 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
             else:
                 batch, times = x[None], [t]
             out = runner.denoise(batch, ops.timesteps(times))
-            if not ops.all_finite(out):
-                raise NumericalError(f"the model returned NaN/Inf at timestep {t}")
+            ops.mark_nonfinite(out, i, nonfinite)
             eps = out[:, :channels]
 
         x0 = ops.predict_x0(x, eps[0], abar)
@@ -130,8 +131,7 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
                 x0_next = ops.luma_of(ops.predict_x0(batch[1 + k:], eps[1 + k:], abar_next))
                 window = min(settings.dig_window, 2 * min(sources.shape[1:]) - 1)  # tiny images: whole image
                 weights, gains = ops.dig_weights(sources, x0_t, x0_next, window, settings.dig_tau)
-                trace.refreshes.append({"step": i, "t": t, "t_next": t_next,
-                                        "weights": ops.to_host(weights), "gains": ops.to_host(gains)})
+                trace.refreshes.append({"step": i, "t": t, "t_next": t_next, "weights": weights, "gains": gains})
 
         with stage("guidance"):
             ycc = ops.rgb_to_ycbcr(x0) if channels == 3 else x0
@@ -142,6 +142,9 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
             x = ops.ddim_update(x, x0, abar, abar_prev)
         if progress is not None:
             progress(i + 1, steps)
+    bad = int(ops.to_host(nonfinite)[0])
+    if bad < steps:
+        raise NumericalError(f"the model returned NaN/Inf at timestep {int(schedule.timesteps[bad])}")
     return x
 
 

@@ -72,8 +72,8 @@ def memcpy_dtod_async(dst: Any, src: Any, nbytes: int, stream: Any = None) -> No
     ctypes.memmove(int(dst), int(src), nbytes)
 
 
-def memcpy_dtoh_async(dst: np.ndarray, src: Any, stream: Any = None) -> None:
-    ctypes.memmove(dst.ctypes.data, int(src), dst.nbytes)
+def memset_d32_async(dst: Any, value: int, count: int, stream: Any = None) -> None:
+    (ctypes.c_uint32 * count).from_address(int(dst))[:] = [value] * count
 
 
 class FakeEvent:
@@ -90,8 +90,7 @@ class FakeEvent:
 @pytest.fixture
 def fake_driver(monkeypatch):
     driver = types.SimpleNamespace(mem_alloc=FakeAllocation, memcpy_dtod_async=memcpy_dtod_async,
-                                   memcpy_dtoh_async=memcpy_dtoh_async, Event=FakeEvent,
-                                   pagelocked_empty=lambda shape, dtype: np.empty(shape, dtype))
+                                   memset_d32_async=memset_d32_async, Event=FakeEvent)
     return driver
 
 
@@ -151,8 +150,8 @@ class FakeKernels:
                                     state.state, lamb, rho, *weights)
         dense("out", out, I.shape)[...] = F
 
-    def all_finite(self, x, out):
-        out.arr[0] = numpy_ops.all_finite(dense("x", x))
+    def mark_nonfinite(self, x, step, record):
+        numpy_ops.mark_nonfinite(dense("x", x), step, record.arr)
 
     def luma_of(self, images, out):
         out.arr[...] = numpy_ops.luma_of(dense("images", images))
@@ -238,9 +237,13 @@ def test_ops_match_numpy_ops_one_by_one(fake_driver):
     np.testing.assert_array_equal(ops.to_host(ops.replace_channel0(device[0], device[1, 2])),
                                   NUMPY_OPS.replace_channel0(images[0], images[1, 2]))
     np.testing.assert_array_equal(ops.to_host(ops.timesteps([999, 10])), NUMPY_OPS.timesteps([999, 10]))
-    assert ops.all_finite(device)
+    record = ops.nonfinite_init()
+    ops.mark_nonfinite(device, 4, record)
+    assert ops.to_host(record)[0] == numpy_ops.NO_STEP
     images[1, 2, 3, 4] = np.inf
-    assert not ops.all_finite(ops.from_host(images))
+    ops.mark_nonfinite(ops.from_host(images), 7, record)
+    ops.mark_nonfinite(ops.from_host(images), 9, record)
+    assert ops.to_host(record)[0] == 7
     ops.close()
     assert not ops.kernels.closed  # the caller's kernels stay open
 
@@ -310,22 +313,22 @@ def test_pool_free_frees_every_allocation():
 
 
 def test_new_launchers_dry_run(monkeypatch):
-    """all_finite and luma_of on a recording stand-in for pycuda: argument packing and grids."""
+    """mark_nonfinite and luma_of on a recording stand-in for pycuda: argument packing and grids."""
     from test_kernels_compile import FakeArray
 
     calls: list = []
     kernels = fake_kernels(monkeypatch, calls)
-    flag = FakeArray((1,), np.uint32)
-    kernels.all_finite(FakeArray((5, 1, 37, 70)), flag)
+    record, x = FakeArray((1,), np.uint32), FakeArray((5, 1, 37, 70))
+    kernels.mark_nonfinite(x, 3, record)
     kernels.luma_of(FakeArray((2, 3, 37, 70)), FakeArray((2, 37, 70)))
     with pytest.raises(ValueError):
-        kernels.all_finite(FakeArray((4,)), FakeArray((1,)))  # float32 flag
+        kernels.mark_nonfinite(FakeArray((4,)), 0, FakeArray((1,)))  # float32 record
     with pytest.raises(ValueError):
         kernels.luma_of(FakeArray((2, 3, 37, 70)), FakeArray((2, 37, 71)))
     kernels.close()
-    assert calls[0] == ("memset", (flag.gpudata, 1, 1, kernels.stream))
-    launches = [call for call in calls if call[0] != "memset"]
-    assert [call[0] for call in launches] == ["all_finite", "luma_of"]
+    launches = calls
+    assert [call[0] for call in launches] == ["mark_nonfinite", "luma_of"]
+    assert launches[0][3][:3] == (x.gpudata, record.gpudata, 3)
     for name, grid, block, args in launches:
         assert grid[0] * block[0] >= args[-1], name
     assert launches[0][3][-1] == 5 * 37 * 70

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dig2dig.kernels import NUMPY_OPS, numpy_ops
+from dig2dig.kernels.numpy_ops import NO_STEP
 from dig2dig.models import DEFAULT_DIR
 from dig2dig.runtime.gpu import gpu_sample
 from dig2dig.runtime.sampler import Settings, Trace, initial_noise, luminance_of_sample, sample
@@ -71,15 +72,21 @@ def test_plumbing_ops(ops):
 
 
 @pytest.mark.parametrize("size", [1, 1000, 5 * 3 * 64 * 64 + 7])
-def test_all_finite(ops, size):
+def test_mark_nonfinite(ops, size):
     values = np.random.default_rng(size).normal(size=size).astype(np.float32)
-    assert ops.all_finite(ops.from_host(values))
+    record = ops.nonfinite_init()
+    ops.mark_nonfinite(ops.from_host(values), 0, record)
+    assert ops.to_host(record)[0] == NO_STEP
+    step = 50
     for position in {0, size // 2, size - 1}:
         for bad in (np.nan, np.inf, -np.inf):
             poisoned = values.copy()
             poisoned[position] = bad
-            assert not ops.all_finite(ops.from_host(poisoned))
-    assert ops.all_finite(ops.from_host(values))  # the flag is reset for every check
+            step -= 1
+            ops.mark_nonfinite(ops.from_host(poisoned), step, record)
+            assert ops.to_host(record)[0] == step  # the first (smallest) step is kept
+    ops.mark_nonfinite(ops.from_host(values), 0, record)
+    assert ops.to_host(record)[0] == step
 
 
 def test_step_and_colour_ops(ops):

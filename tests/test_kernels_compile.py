@@ -84,7 +84,8 @@ def test_compile_cubin_caches_by_content(tmp_path: Path):
     assert first.name.startswith(f"rng-{arch}-")
 
 
-C_TYPES = {"float*": "P", "unsignedint*": "P", "int": "i", "float": "f", "double": "d", "unsignedlonglong": "Q"}
+C_TYPES = {"float*": "P", "unsignedint*": "P", "int": "i", "unsignedint": "I", "float": "f", "double": "d",
+           "unsignedlonglong": "Q"}
 
 
 def kernel_signatures() -> dict:

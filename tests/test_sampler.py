@@ -9,6 +9,7 @@ import pytest
 
 from dig2dig.runtime import api
 from dig2dig.runtime.backends.ort import OrtRunner
+from dig2dig.runtime.errors import NumericalError
 from dig2dig.runtime.sampler import Settings, Trace, sample
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -104,6 +105,28 @@ def test_trace_records_stages() -> None:
            trace=trace)
     assert set(trace.seconds) == {"backend", "dig", "guidance"}
     assert [r["step"] for r in trace.refreshes] == [0]
+
+
+class _PoisonedRunner:
+    """The shipped prior, except that its output holds a NaN from the ``bad_step``-th call on."""
+
+    def __init__(self, bad_step: int) -> None:
+        self.runner, self.bad_step, self.calls = api.open_runner(), bad_step, 0
+        self.info = self.runner.info
+
+    def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        y = self.runner.denoise(x, t)
+        self.calls += 1
+        if self.calls > self.bad_step:
+            y[0, 0, 0, 0] = np.nan
+        return y
+
+
+def test_nonfinite_model_output_names_the_first_bad_timestep() -> None:
+    rng = np.random.default_rng(2)
+    sources = rng.uniform(-1, 1, (2, 16, 16)).astype(np.float32)
+    with pytest.raises(NumericalError, match="at timestep 500"):
+        sample(_PoisonedRunner(bad_step=2), sources, Settings(steps=5), np.zeros((1, 16, 16), np.float32))
 
 
 def crop_pair(a: Path, b: Path, folder: Path, height: int, width: int):  # type: ignore[no-untyped-def]
