@@ -12,7 +12,9 @@ the lead's Findings included, is kept as it is) and the quality-time plot ``docs
 Axes, everything else at the ``Settings`` defaults: steps 10, 25, 50 (``--with-100`` adds 100) for
 DIG and static guidance plus the classical anchors (average, Laplacian pyramid); and, at
 ``--ablation-steps`` (default: the default steps), the DIG refresh interval S in {1, 5, 10}, the
-relative temperature tau in {0.5, 1, 2} and the smoothing window in {1, 9, 21}. Before fusing, it
+relative temperature tau in {0.5, 1, 2}, the smoothing window in {1, 9, 21}, the normalisation of the
+gains (ours, relative to their RMS spread, vs an absolute temperature: tau = 1 is Dig2DIG's softmax
+as written) and tau x window jointly ({0.5, 1, 2} x {9, 21, 41}). Before fusing, it
 prints an estimate of the remaining time (model calls counted per setting by running the sampler
 with a stand-in model, each call priced by timing the real model once per batch size);
 ``--estimate-only`` stops there.
@@ -44,6 +46,8 @@ STEPS = (10, 25, 50)
 DIG_EVERY = (1, 5, 10)
 DIG_TAU = (0.5, 1.0, 2.0)
 DIG_WINDOW = (1, 9, 21)
+ABSOLUTE_TAU = (1.0, 0.01)
+JOINT_WINDOW = (9, 21, 41)
 BEGIN, END = "<!-- quality-sweep:begin -->", "<!-- quality-sweep:end -->"
 FINDINGS = ("## Findings\n\n"
             "<!-- FINDINGS: for the lead to write from the numbers above. Nothing in this section is generated, "
@@ -69,7 +73,8 @@ class Table:
 
 
 def folder_name(settings: Settings) -> str:
-    return f"steps{settings.steps}_every{settings.dig_every}_window{settings.dig_window}_tau{settings.dig_tau:g}"
+    name = f"steps{settings.steps}_every{settings.dig_every}_window{settings.dig_window}_tau{settings.dig_tau:g}"
+    return name + ("_absolute" if settings.dig_norm == "absolute" else "")
 
 
 def plan(steps_axis: Sequence[int], ablation_steps: int) -> Tuple[Dict[str, Run], List[Table]]:
@@ -102,6 +107,14 @@ def plan(steps_axis: Sequence[int], ablation_steps: int) -> Tuple[Dict[str, Run]
             label = f"{field} = {value:g}" + (" (default)" if value == default else "")
             rows.append((label, add(settings, "dig"), "dig"))
         tables.append(Table(f"{title}, DIG at {ablation_steps} steps", rows))
+    ablation = replace(base, steps=ablation_steps)
+    rows = [(f"relative to the RMS spread, tau = {base.dig_tau:g} (default)", add(ablation, "dig"), "dig")]
+    rows += [(f"absolute, tau = {tau:g}" + (" (Dig2DIG's softmax as written)" if tau == 1 else ""),
+              add(replace(ablation, dig_norm="absolute", dig_tau=tau), "dig"), "dig") for tau in ABSOLUTE_TAU]
+    tables.append(Table(f"DIG normalisation of the gains, DIG at {ablation_steps} steps", rows))
+    rows = [(f"tau = {tau:g}, window = {window}", add(replace(ablation, dig_tau=tau, dig_window=window), "dig"), "dig")
+            for tau in DIG_TAU for window in JOINT_WINDOW]
+    tables.append(Table(f"DIG temperature x window, jointly, DIG at {ablation_steps} steps", rows))
     return runs, tables
 
 

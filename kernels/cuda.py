@@ -62,7 +62,7 @@ KERNELS: Dict[str, Tuple[str, str]] = {
     "ycbcr_to_rgb": ("color", "PP" + "d" * 12 + "i"),
     "gaussian": ("rng", "PQQQ"),
     "dig_hbox": ("dig", "PPPPiii"),
-    "dig_vbox": ("dig", "PPPPPiiiif"),
+    "dig_vbox": ("dig", "PPPPPiiiifi"),
     "dig_softmax": ("dig", "PPPii"),
     "em_estep": ("em", "P" * 12 + "ii"),
     "em_chebyshev": ("em", "PPPPfii"),
@@ -317,11 +317,12 @@ class CudaKernels:
 
     # -- dig.cu ----------------------------------------------------------------------------------
 
-    def dig_weights(self, sources: Any, x0_t: Any, x0_next: Any, window: int, tau_rel: float,
-                    out_weights: Any, out_gains: Any) -> None:
-        """DIG weights and gains of ``(K, H, W)`` inputs into ``out_weights`` and ``out_gains``."""
+    def dig_weights(self, sources: Any, x0_t: Any, x0_next: Any, window: int, tau: float,
+                    out_weights: Any, out_gains: Any, relative: bool = True) -> None:
+        """DIG weights and gains of ``(K, H, W)`` inputs into ``out_weights`` and ``out_gains``
+        (``tau`` and ``relative`` as ``kernels.dig.dig_weights``)."""
         shape = tuple(sources.shape)
-        check_dig_args(shape, window, tau_rel)
+        check_dig_args(shape, window, tau, relative)
         for name, array in (("sources", sources), ("x0_t", x0_t), ("x0_next", x0_next),
                             ("out_weights", out_weights), ("out_gains", out_gains)):
             _check(name, array, shape)
@@ -337,15 +338,16 @@ class CudaKernels:
         state = self.scratch("dig_state", 8)  # uint32 block counter (0 between launches), float32 tau
         if fresh:
             self.driver.memset_d32_async(state, 0, 2, self.stream)
-        tau = int(state) + 4
+        temperature = int(state) + 4
         self.function("dig_hbox").prepared_async_call(
             (_blocks(width, HBOX_THREADS), height, k), (HBOX_THREADS, 1, 1), self.stream,
             sources.gpudata, x0_t.gpudata, x0_next.gpudata, hsum, height, width, radius, shared_size=shared)
         self.function("dig_vbox").prepared_async_call(
             grid, TILE, self.stream,
-            hsum, out_gains.gpudata, partials, state, tau, k, height, width, radius, _f32(tau_rel))
+            hsum, out_gains.gpudata, partials, state, temperature, k, height, width, radius, _f32(tau),
+            int(bool(relative)))
         self._launch_1d("dig_softmax", height * width,
-                        out_gains.gpudata, tau, out_weights.gpudata, k, height * width)
+                        out_gains.gpudata, temperature, out_weights.gpudata, k, height * width)
 
     # -- em.cu -----------------------------------------------------------------------------------
 

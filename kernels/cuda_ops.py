@@ -219,11 +219,12 @@ class CudaOps:
         self.kernels.ycbcr_to_rgb(self._contiguous(x), out)
         return out
 
-    def dig_weights(self, sources: Any, x0_t: Any, x0_next: Any, window: int, tau_rel: float) -> Tuple[Any, Any]:
+    def dig_weights(self, sources: Any, x0_t: Any, x0_next: Any, window: int, tau: float,
+                    relative: bool = True) -> Tuple[Any, Any]:
         weights = self.pool.take("dig_weights", sources.shape)
         gains = self.pool.take("dig_gains", sources.shape)
         dense = self._contiguous
-        self.kernels.dig_weights(dense(sources), dense(x0_t), dense(x0_next), window, tau_rel, weights, gains)
+        self.kernels.dig_weights(dense(sources), dense(x0_t), dense(x0_next), window, tau, weights, gains, relative)
         return weights, gains
 
     def em_init(self, shape: Tuple[int, int]) -> CudaEMState:

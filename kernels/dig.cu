@@ -5,7 +5,7 @@
 //                (one row segment per block, the segment plus its halo staged in shared memory);
 //   dig_vbox     vertical window sum -> gains, the per-pixel spread sum_k (gains_k - mean_k)^2,
 //                a block partial sum of it, and in the last block to finish the final reduction
-//                (fixed order, double) -> tau;
+//                (fixed order, double) -> tau (or a given absolute tau);
 //   dig_softmax  weights = softmax_k(gains / tau).
 // Borders are reflect-101 (the caller guarantees radius < H and radius < W).
 
@@ -51,10 +51,13 @@ extern "C" __global__ void dig_hbox(const float* __restrict__ sources, const flo
 
 // grid (ceil(W / VBOX_X), ceil(H / VBOX_Y)), block (VBOX_X, VBOX_Y).
 // partials holds one float per block; counter is an unsigned int that is 0 before the launch (the
-// last block resets it); tau receives the softmax temperature.
+// last block resets it); tau receives the softmax temperature: tau_in times the RMS spread if
+// relative, else tau_in itself (then the spread's reduction is not needed, but it is cheap and
+// keeps one code path).
 extern "C" __global__ void dig_vbox(const float* __restrict__ hsum, float* __restrict__ gains,
                                     float* partials, unsigned int* counter, float* tau,
-                                    int num_sources, int height, int width, int radius, float tau_rel)
+                                    int num_sources, int height, int width, int radius, float tau_in,
+                                    int relative)
 {
     __shared__ float scratch[VBOX_THREADS / 32];
     __shared__ double scratch64[VBOX_THREADS / 32];
@@ -91,7 +94,7 @@ extern "C" __global__ void dig_vbox(const float* __restrict__ hsum, float* __res
     const double total = sum_partials<VBOX_THREADS>(partials, gridDim.x * gridDim.y, scratch64);
     if (tid == 0) {
         const double count = (double)num_sources * (double)plane;
-        *tau = (float)(tau_rel * sqrt(total / count) + DIG_SPREAD_EPS);
+        *tau = relative ? (float)(tau_in * sqrt(total / count) + DIG_SPREAD_EPS) : tau_in;
     }
 }
 

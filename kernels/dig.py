@@ -34,33 +34,35 @@ def box_mean(x: np.ndarray, window: int) -> np.ndarray:
     return padded / float(window * window)
 
 
-def check_dig_args(shape: Tuple[int, ...], window: int, tau_rel: float) -> None:
-    """Raise ValueError unless ``(K, H, W)`` inputs, an odd ``window`` and ``tau_rel`` suit both twins."""
+def check_dig_args(shape: Tuple[int, ...], window: int, tau: float, relative: bool = True) -> None:
+    """Raise ValueError unless ``(K, H, W)`` inputs, an odd ``window`` and ``tau`` suit both twins."""
     if len(shape) != 3 or not 1 <= shape[0] <= MAX_SOURCES:
         raise ValueError(f"DIG inputs must be (K, H, W) with 1 <= K <= {MAX_SOURCES}, got {shape}")
     if window < 1 or window % 2 == 0 or window // 2 >= min(shape[1:]):
         raise ValueError(f"DIG window must be odd, >= 1 and < 2*min(H, W), got {window} for {shape}")
-    if not tau_rel >= 0:
-        raise ValueError(f"DIG tau_rel must be >= 0, got {tau_rel}")
+    if not (tau >= 0 if relative else tau > 0):
+        raise ValueError(f"DIG tau must be {'>= 0' if relative else '> 0 when absolute'}, got {tau}")
 
 
 def dig_weights(sources: np.ndarray, x0_t: np.ndarray, x0_next: np.ndarray, window: int,
-                tau_rel: float) -> Tuple[np.ndarray, np.ndarray]:
+                tau: float, relative: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     """Fusion weights ``(K, H, W)`` (summing to 1 over k) and the smoothed gains, both float32.
 
-    ``gains = box_mean(g, window)``. The softmax temperature is
-    ``tau = tau_rel * sqrt(mean_{k,pixels} (gains_k - mean_k gains)**2) + 1e-12``, the RMS spread
-    between sources, which makes the weights independent of the gains' scale (that shrinks with
-    the noise level): neither uniform nor one-hot on real images. ``weights = softmax_k(gains / tau)``.
+    ``gains = box_mean(g, window)``; ``weights = softmax_k(gains / T)``. With ``relative`` (our
+    default) the temperature is ``T = tau * sqrt(mean_{k,pixels} (gains_k - mean_k gains)**2) + 1e-12``,
+    ``tau`` times the RMS spread between sources, which makes the weights independent of the gains'
+    scale (that shrinks with the noise level): neither uniform nor one-hot on real images. Otherwise
+    ``T = tau``; ``tau = 1`` is the paper's softmax of the raw gains as written, nearly uniform
+    because gains in model units are small (``benchmarks/dig_scale.py``).
     All inputs are ``(K, H, W)`` float32 in model space.
     """
-    check_dig_args(sources.shape, window, tau_rel)
+    check_dig_args(sources.shape, window, tau, relative)
     c = sources.astype(np.float64)
     gain = (x0_t - c) ** 2 - (x0_next - c) ** 2
     gains = box_mean(gain, window)
     spread = gains - gains.mean(axis=0)
-    tau = tau_rel * np.sqrt(np.mean(spread * spread)) + SPREAD_EPS
-    logits = (gains - gains.max(axis=0)) / tau
+    temperature = tau * np.sqrt(np.mean(spread * spread)) + SPREAD_EPS if relative else tau
+    logits = (gains - gains.max(axis=0)) / temperature
     weights = np.exp(logits)
     weights /= weights.sum(axis=0)
     return weights.astype(np.float32), gains.astype(np.float32)

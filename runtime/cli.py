@@ -30,7 +30,11 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dig-every", type=int, default=SETTINGS_DEFAULTS.dig_every, help="refresh DIG every S steps")
     p.add_argument("--dig-window", type=int, default=SETTINGS_DEFAULTS.dig_window, help="odd smoothing window (px)")
     p.add_argument("--dig-tau", type=float,
-                   help=f"softmax temperature relative to the RMS gain spread (default per task: {TASK_DIG_TAU_TEXT})")
+                   help=f"softmax temperature relative to the RMS gain spread (default per task: {TASK_DIG_TAU_TEXT}); "
+                        "with --dig-norm absolute, the temperature itself (default 1)")
+    p.add_argument("--dig-norm", default=SETTINGS_DEFAULTS.dig_norm, choices=["spread", "absolute"],
+                   help="spread: temperature scaled by the gains' RMS spread (ours); "
+                        "absolute: softmax(gains / tau), with tau = 1 the paper's formula as written")
     p.add_argument("--lamb", type=float, default=SETTINGS_DEFAULTS.lamb)
     p.add_argument("--rho", type=float, default=SETTINGS_DEFAULTS.rho)
     p.add_argument("--seed", type=int, default=SETTINGS_DEFAULTS.seed)
@@ -39,9 +43,11 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     chosen = dict(steps=args.steps, guidance=args.guidance, dig_every=args.dig_every, dig_window=args.dig_window,
-                  lamb=args.lamb, rho=args.rho, seed=args.seed)
+                  dig_norm=args.dig_norm, lamb=args.lamb, rho=args.rho, seed=args.seed)
     if args.dig_tau is not None:
         chosen["dig_tau"] = args.dig_tau
+    elif args.dig_norm == "absolute":
+        chosen["dig_tau"] = 1.0
     return default_settings(args.task, **chosen)
 
 

@@ -41,6 +41,7 @@ class Settings:
     dig_every: int = 2
     dig_window: int = 21
     dig_tau: float = 1.0
+    dig_norm: str = "spread"  # "spread": temperature dig_tau x RMS gain spread; "absolute": dig_tau itself
     lamb: float = 0.5
     rho: float = 0.001
     seed: int = 0
@@ -48,6 +49,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.guidance not in ("dig", "static"):
             raise ValueError(f"guidance must be 'dig' or 'static', got {self.guidance!r}")
+        if self.dig_norm not in ("spread", "absolute"):
+            raise ValueError(f"dig_norm must be 'spread' or 'absolute', got {self.dig_norm!r}")
         if self.steps < 1 or self.dig_every < 1 or self.dig_window < 1 or self.dig_window % 2 == 0:
             raise ValueError("steps and dig_every must be >= 1 and dig_window a positive odd number")
 
@@ -130,7 +133,8 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
                 x0_t = ops.luma_of(ops.predict_x0(batch[1:1 + k], eps[1:1 + k], abar))
                 x0_next = ops.luma_of(ops.predict_x0(batch[1 + k:], eps[1 + k:], abar_next))
                 window = min(settings.dig_window, 2 * min(sources.shape[1:]) - 1)  # tiny images: whole image
-                weights, gains = ops.dig_weights(sources, x0_t, x0_next, window, settings.dig_tau)
+                weights, gains = ops.dig_weights(sources, x0_t, x0_next, window, settings.dig_tau,
+                                                 settings.dig_norm == "spread")
                 trace.refreshes.append({"step": i, "t": t, "t_next": t_next, "weights": weights, "gains": gains})
 
         with stage("guidance"):

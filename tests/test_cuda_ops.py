@@ -134,10 +134,10 @@ class FakeKernels:
     def gaussian(self, seed, stream, out):
         out.arr[...] = rng.gaussian(seed, stream, out.shape)
 
-    def dig_weights(self, sources, x0_t, x0_next, window, tau_rel, out_weights, out_gains):
+    def dig_weights(self, sources, x0_t, x0_next, window, tau, out_weights, out_gains, relative=True):
         shape = sources.shape
         weights, gains = dig.dig_weights(dense("sources", sources), dense("x0_t", x0_t, shape),
-                                         dense("x0_next", x0_next, shape), window, tau_rel)
+                                         dense("x0_next", x0_next, shape), window, tau, relative)
         dense("out_weights", out_weights, shape)[...] = weights
         dense("out_gains", out_gains, shape)[...] = gains
 

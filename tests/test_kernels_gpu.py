@@ -41,17 +41,18 @@ def to_gpu(array: np.ndarray) -> gpuarray.GPUArray:
     return gpuarray.to_gpu(np.ascontiguousarray(array, np.float32))
 
 
-def run_dig(kernels: CudaKernels, sources, x0_t, x0_next, window: int, tau_rel: float):
+def run_dig(kernels: CudaKernels, sources, x0_t, x0_next, window: int, tau_rel: float, relative: bool = True):
     inputs = [to_gpu(a) for a in (sources, x0_t, x0_next)]
     weights, gains = poisoned(sources.shape), poisoned(sources.shape)
-    kernels.dig_weights(*inputs, window, tau_rel, weights, gains)
+    kernels.dig_weights(*inputs, window, tau_rel, weights, gains, relative)
     kernels.synchronize()
     return weights.get(), gains.get()
 
 
-def compare_dig(kernels: CudaKernels, sources, x0_t, x0_next, window: int, tau_rel: float) -> None:
-    weights, gains = run_dig(kernels, sources, x0_t, x0_next, window, tau_rel)
-    ref_weights, ref_gains = dig.dig_weights(sources, x0_t, x0_next, window, tau_rel)
+def compare_dig(kernels: CudaKernels, sources, x0_t, x0_next, window: int, tau_rel: float,
+                relative: bool = True) -> None:
+    weights, gains = run_dig(kernels, sources, x0_t, x0_next, window, tau_rel, relative)
+    ref_weights, ref_gains = dig.dig_weights(sources, x0_t, x0_next, window, tau_rel, relative)
     assert np.isfinite(weights).all() and np.isfinite(gains).all(), "unwritten (NaN) outputs"
     gain_err = np.abs(gains - ref_gains).max() / max(np.abs(ref_gains).max(), 1e-30)
     weight_err = np.abs(weights - ref_weights).max()
@@ -71,10 +72,11 @@ def test_dig_random(kernels, shape, window):
     compare_dig(kernels, sources, x0_t, x0_next, window, 1.0)
 
 
-@pytest.mark.parametrize("window, tau_rel", [(7, 1.0), (15, 0.5), (1, 1.0)])
-def test_dig_real(kernels, window, tau_rel):
+@pytest.mark.parametrize("window, tau_rel, relative", [(7, 1.0, True), (15, 0.5, True), (1, 1.0, True),
+                                                      (21, 1.0, False), (21, 0.01, False)])
+def test_dig_real(kernels, window, tau_rel, relative):
     sources = real_sources()
-    compare_dig(kernels, sources, *plausible_estimates(sources), window, tau_rel)
+    compare_dig(kernels, sources, *plausible_estimates(sources), window, tau_rel, relative)
 
 
 def test_dig_is_deterministic_across_launches_and_sizes(kernels):

@@ -38,7 +38,7 @@ def plausible_estimates(sources: np.ndarray) -> tuple:
 def test_dig_weights_on_real_pair():
     sources = real_sources()
     x0_t, x0_next = plausible_estimates(sources)
-    weights, gains = dig_weights(sources, x0_t, x0_next, window=7, tau_rel=1.0)
+    weights, gains = dig_weights(sources, x0_t, x0_next, window=7, tau=1.0)
     assert weights.shape == gains.shape == sources.shape
     assert weights.dtype == gains.dtype == np.float32
     np.testing.assert_allclose(weights.sum(axis=0), 1.0, atol=1e-6)
@@ -66,6 +66,19 @@ def test_dig_gains_window_one_is_the_loss_difference():
     _, gains = dig_weights(sources, x0_t, x0_next, 1, 1.0)
     expected = (x0_t.astype(np.float64) - sources) ** 2 - (x0_next.astype(np.float64) - sources) ** 2
     np.testing.assert_allclose(gains, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_dig_absolute_temperature_is_the_plain_softmax():
+    """relative=False: softmax of the raw gains over tau (tau = 1: Dig2DIG's formula as written)."""
+    sources = real_sources()[:, 200:264, 300:364]
+    x0_t, x0_next = plausible_estimates(sources)
+    for tau in (1.0, 0.01):
+        weights, gains = dig_weights(sources, x0_t, x0_next, 5, tau, relative=False)
+        logits = gains.astype(np.float64) / tau
+        expected = np.exp(logits) / np.exp(logits).sum(axis=0)
+        np.testing.assert_allclose(weights, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="tau"):
+        dig_weights(sources, x0_t, x0_next, 5, 0.0, relative=False)
 
 
 def test_dig_equal_gains_give_uniform_weights():
