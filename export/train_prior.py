@@ -5,6 +5,12 @@ steps, t uniform, loss = MSE between the true and predicted noise. Data: every i
 ``--data`` (recursively), as luminance in [-1, 1], random crops with random rescale, flips and
 90-degree rotations. AdamW, an EMA of the weights (the EMA is what we ship), resumable from
 ``OUT/train_state.pt``.
+
+Two options fine-tune for high noise, where an epsilon model's x0 estimate
+x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) amplifies any error in eps by sqrt(1/SNR) (about 58x at
+t = 900): ``--high-t T`` draws half of each batch's t from [T, 999], and ``--weight-cap W`` weights
+the loss by min(1 + 1/SNR, W). Uncapped, 1 + 1/SNR is the weighting that v-prediction implies
+(Salimans & Ho 2022, "Progressive distillation", eq. 9 and its discussion); W = 1 is plain DDPM.
 """
 from __future__ import annotations
 
@@ -26,12 +32,12 @@ from ..runtime.schedule import ADM_LINEAR, alphas_cumprod
 from .checkpoint import load_model, save_state_dict
 from .unet import create_model, resolve_config
 
-# The shipped edge prior: space-to-depth 2, 32 channels, no attention except the middle block.
+# The shipped edge prior (models/default): full resolution, 16 channels, attention only in the middle block.
 DEFAULT_CONFIG: Dict[str, Any] = {
-    "image_size": 256, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2,2,4",
+    "image_size": 256, "num_channels": 16, "num_res_blocks": 1, "channel_mult": "1,2,4,4",
     "learn_sigma": False, "attention_resolutions": "", "num_head_channels": 32,
-    "use_scale_shift_norm": True, "resblock_updown": True, "in_channels": 1, "norm_groups": 16,
-    "patch_size": 2,
+    "use_scale_shift_norm": True, "resblock_updown": True, "in_channels": 1, "norm_groups": 8,
+    "patch_size": 1,
 }
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
@@ -95,8 +101,13 @@ class CropBatches(torch.utils.data.IterableDataset):
 
 def train(data_dir: Path, out_dir: Path, config: Dict[str, Any], steps: int, batch: int, crop: int,
           lr: float, ema_decay: float, device: str, seed: int, minutes: Optional[float],
-          save_every: int, init: Optional[Path] = None) -> Dict[str, Any]:
-    """Train (or resume) a prior into ``out_dir``; returns the summary written to ``train_log.json``."""
+          save_every: int, init: Optional[Path] = None, high_t: int = 0,
+          weight_cap: float = 1.0) -> Dict[str, Any]:
+    """Train (or resume) a prior into ``out_dir``; returns the summary written to ``train_log.json``.
+
+    ``high_t`` > 0 draws half of each batch's t from [high_t, 999]; ``weight_cap`` > 1 weights the
+    epsilon loss by min(1 + 1/SNR(t), weight_cap) (see the module docstring).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     config = resolve_config(config)
     torch.manual_seed(seed)
@@ -107,6 +118,7 @@ def train(data_dir: Path, out_dir: Path, config: Dict[str, Any], steps: int, bat
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     abar = torch.tensor(alphas_cumprod(ADM_LINEAR), dtype=torch.float32, device=device)
+    loss_weight = torch.clamp(1.0 / abar, max=weight_cap)
     state_path = out_dir / "train_state.pt"
     step, elapsed = 0, 0.0
     if state_path.exists():
@@ -128,9 +140,12 @@ def train(data_dir: Path, out_dir: Path, config: Dict[str, Any], steps: int, bat
     while step < steps and (minutes is None or time.time() - start < minutes * 60):
         x0 = next(batches).to(device, non_blocking=True)
         t = torch.randint(0, len(abar), (batch,), device=device, generator=gen)
+        if high_t > 0:
+            t[: batch // 2] = torch.randint(high_t, len(abar), (batch // 2,), device=device, generator=gen)
         noise = torch.randn(x0.shape, device=device, generator=gen)
         a = abar[t][:, None, None, None]
-        loss = torch.mean((model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t.float()) - noise) ** 2)
+        error = (model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t.float()) - noise) ** 2
+        loss = torch.mean(loss_weight[t][:, None, None, None] * error)
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))
         opt.zero_grad(set_to_none=True)
@@ -153,9 +168,11 @@ def train(data_dir: Path, out_dir: Path, config: Dict[str, Any], steps: int, bat
     (out_dir / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
     summary = {"steps": step, "batch": batch, "crop": crop, "lr": lr, "ema_decay": ema_decay,
                "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
-               "wall_time_s": round(time.time() - start, 1), "final_loss_mean_last_500": float(np.mean(losses[-500:])) if losses else None,
+               "wall_time_s": round(time.time() - start, 1),
+               "final_loss_mean_last_500": float(np.mean(losses[-500:])) if losses else None,
                "parameters": sum(p.numel() for p in model.parameters()), "data": str(data_dir),
-               "images": len(images), "seed": seed, "init": str(init) if init else None, "schedule": ADM_LINEAR}
+               "images": len(images), "seed": seed, "init": str(init) if init else None, "schedule": ADM_LINEAR,
+               "high_t": high_t, "weight_cap": weight_cap}
     (out_dir / "train_log.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -184,6 +201,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--minutes", type=float, help="stop after this wall time (resume later)")
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--init", type=Path, help="start from these weights (a checkpoint of the same config)")
+    p.add_argument("--high-t", type=int, default=0, metavar="T",
+                   help="draw half of each batch's t from [T, 999] (fine-tuning for high noise; 0: off)")
+    p.add_argument("--weight-cap", type=float, default=1.0, metavar="W",
+                   help="weight the epsilon loss by min(1 + 1/SNR, W) (1: plain DDPM loss)")
     p.set_defaults(func=_run)
 
 
@@ -191,7 +212,8 @@ def _run(args: argparse.Namespace) -> int:
     config = json.loads(args.config.read_text()) if args.config else DEFAULT_CONFIG
     config = config.get("create_model_kwargs", config)
     summary = train(args.data, args.out, config, args.steps, args.batch, args.crop, args.lr, args.ema,
-                    args.device, args.seed, args.minutes, args.save_every, args.init)
+                    args.device, args.seed, args.minutes, args.save_every, args.init,
+                    args.high_t, args.weight_cap)
     print(json.dumps(summary, indent=1))
     return 0
 
