@@ -25,6 +25,7 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="ONNX model or TensorRT plan (default: the bundled prior)")
     p.add_argument("--backend", default="ort", choices=["ort", "trt"])
     p.add_argument("--steps", type=int, default=SETTINGS_DEFAULTS.steps)
+    p.add_argument("--schedule", help="step schedule JSON from 'dig2dig calibrate-steps' (replaces --steps)")
     p.add_argument("--guidance", default=SETTINGS_DEFAULTS.guidance, choices=["dig", "static"],
                    help="dig: Dig2DIG dynamic weights; static: DDFM (uniform weights)")
     p.add_argument("--dig-every", type=int, default=SETTINGS_DEFAULTS.dig_every, help="refresh DIG every S steps")
@@ -44,6 +45,10 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> Settings:
     chosen = dict(steps=args.steps, guidance=args.guidance, dig_every=args.dig_every, dig_window=args.dig_window,
                   dig_norm=args.dig_norm, lamb=args.lamb, rho=args.rho, seed=args.seed)
+    if args.schedule:
+        from ..calibration.steps import load_schedule
+
+        chosen["timesteps"] = load_schedule(args.schedule)
     if args.dig_tau is not None:
         chosen["dig_tau"] = args.dig_tau
     elif args.dig_norm == "absolute":
@@ -124,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .eval import add_parser as add_eval_parser
 
     add_eval_parser(sub)
+
+    from ..calibration.steps import add_parser as add_calibrate_parser
+
+    add_calibrate_parser(sub)
 
     for name, help_text in TORCH_COMMANDS.items():
         sub.add_parser(name, help=help_text)

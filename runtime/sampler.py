@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, DefaultDict, Dict, List, Optional
+from typing import Any, Callable, DefaultDict, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -37,6 +37,7 @@ class Settings:
     """Sampler settings; the defaults are the ones chosen in docs/QUALITY.md."""
 
     steps: int = 10
+    timesteps: Optional[Tuple[int, ...]] = None  # explicit descending schedule (overrides steps), e.g. calibrated
     guidance: str = "dig"
     dig_every: int = 2
     dig_window: int = 21
@@ -51,6 +52,9 @@ class Settings:
             raise ValueError(f"guidance must be 'dig' or 'static', got {self.guidance!r}")
         if self.dig_norm not in ("spread", "absolute"):
             raise ValueError(f"dig_norm must be 'spread' or 'absolute', got {self.dig_norm!r}")
+        if self.timesteps is not None:
+            self.timesteps = tuple(int(t) for t in self.timesteps)
+            self.steps = len(self.timesteps)
         if self.steps < 1 or self.dig_every < 1 or self.dig_window < 1 or self.dig_window % 2 == 0:
             raise ValueError("steps and dig_every must be >= 1 and dig_window a positive odd number")
 
@@ -97,7 +101,8 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
     """
     trace = trace if trace is not None else Trace()
     stage = _Stage(trace, ops)
-    schedule = Schedule.create(settings.steps, runner.info.schedule)
+    schedule = (Schedule.create(settings.steps, runner.info.schedule) if settings.timesteps is None
+                else Schedule.from_timesteps(settings.timesteps, runner.info.schedule))
     channels = runner.info.in_channels
     num_sources = sources.shape[0]
     source_input = ops.repeat_channels(sources, channels)  # (K, C, H, W) in the model's space

@@ -82,13 +82,24 @@ class Schedule:
     @classmethod
     def create(cls, steps: SectionCounts, schedule: Mapping[str, Any]) -> "Schedule":
         """Respace the model's schedule (``dig2dig.schedule`` metadata) to ``steps``."""
-        if schedule.get("type") != "linear":
-            raise ValueError(f"unsupported noise schedule type {schedule.get('type')!r} (only 'linear')")
-        num_timesteps = int(schedule["num_timesteps"])
-        betas = linear_betas(num_timesteps, float(schedule["beta_start"]), float(schedule["beta_end"]))
-        kept = space_timesteps(num_timesteps, steps)
+        kept = space_timesteps(int(schedule["num_timesteps"]), steps)
         if not kept:
             raise ValueError(f"respacing {steps!r} keeps no timesteps")
+        return cls.from_timesteps(kept[::-1], schedule)
+
+    @classmethod
+    def from_timesteps(cls, timesteps: Sequence[int], schedule: Mapping[str, Any]) -> "Schedule":
+        """The schedule that keeps exactly ``timesteps`` (strictly descending training-step indices),
+        e.g. a DIG-calibrated schedule (``dig2dig.calibration.steps``)."""
+        num_timesteps = int(schedule["num_timesteps"])
+        descending = [int(t) for t in timesteps]
+        if not descending or any(a <= b for a, b in zip(descending, descending[1:])) \
+                or not 0 <= descending[-1] <= descending[0] < num_timesteps:
+            raise ValueError(f"timesteps must be strictly descending within [0, {num_timesteps}), got {descending}")
+        if schedule.get("type") != "linear":
+            raise ValueError(f"unsupported noise schedule type {schedule.get('type')!r} (only 'linear')")
+        betas = linear_betas(num_timesteps, float(schedule["beta_start"]), float(schedule["beta_end"]))
+        kept = descending[::-1]
         abar = np.cumprod(1.0 - betas)[kept]
         new_betas = 1.0 - abar / np.append(1.0, abar[:-1])
         alphas_cumprod = np.cumprod(1.0 - new_betas)
