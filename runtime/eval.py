@@ -43,6 +43,8 @@ PathLike = Union[str, Path]
 DIFFUSION_METHODS = ("dig", "static")
 CLASSICAL_METHODS = ("average", "laplacian")
 METHODS = DIFFUSION_METHODS + CLASSICAL_METHODS
+# Settings fields added after run.json existed: recorded only when set, so older folders still resume.
+LATER_SETTINGS: Dict[str, Any] = {"timesteps": None, "dig_norm": "spread"}
 KEY_METRICS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIFF", "Qabf", "SSIM")
 VALUE_COLUMNS = METRIC_NAMES + ("seconds",)
 PAIR_COLUMNS = ("task", "dataset", "name", "method", "steps", "height", "width", "seconds") + METRIC_NAMES + ("error",)
@@ -228,7 +230,8 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str] = DIFF
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_run(out, {"settings": {k: v for k, v in asdict(settings).items()
-                                  if k != "guidance" and not (task_tau and k == "dig_tau")},
+                                  if k != "guidance" and not (task_tau and k == "dig_tau")
+                                  and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])},
                      "dig_tau": "per task (api.TASK_DIG_TAU)" if task_tau else settings.dig_tau,
                      "max_side": max_side, "model": str(model) if model else "bundled prior"})
     folder = Path(sources_dir) if sources_dir else out / "sources"

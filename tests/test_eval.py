@@ -17,7 +17,9 @@ pytest.importorskip("skimage")
 from dig2dig.runtime import api  # noqa: E402
 from dig2dig.runtime import eval as evaluation  # noqa: E402
 from dig2dig.runtime.cli import main  # noqa: E402
+from dig2dig.runtime.errors import InputError  # noqa: E402
 from dig2dig.runtime.metrics import METRIC_NAMES  # noqa: E402
+from dig2dig.runtime.sampler import Settings  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data"
@@ -125,6 +127,17 @@ def test_other_settings_need_another_folder(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert run_eval(data, out, methods="average") == 0
     assert main(["eval", "--data", str(data), "--methods", "average", "--steps", "3", "-o", str(out), "-q"]) == 2
+
+
+def test_later_settings_are_recorded_only_when_set(data: Path, tmp_path: Path) -> None:
+    """Folders written before dig_norm/timesteps existed still resume; setting them needs a new folder."""
+    out = tmp_path / "out"
+    pairs = evaluation.find_pairs(data)
+    evaluation.evaluate(pairs, out, ["average"], Settings(steps=2), max_side=64, quiet=True)
+    assert "dig_norm" not in (out / "run.json").read_text() and "timesteps" not in (out / "run.json").read_text()
+    evaluation.evaluate(pairs, out, ["average"], Settings(steps=2), max_side=64, quiet=True)
+    with pytest.raises(InputError, match="other settings"):
+        evaluation.evaluate(pairs, out, ["average"], Settings(steps=2, dig_norm="absolute"), max_side=64)
 
 
 @needs_data
