@@ -11,10 +11,10 @@ values at once: those of the previous step still bound to the sampler's variable
 (three at most: ``luma_of``'s x0_t and x0_next of the last refresh and the next x0_t), and the DIG
 maps of every refresh, which the sampler's trace keeps until ``runtime.gpu.gpu_sample`` downloads
 them after the loop. Only the first run at a size allocates; a later run at the same size allocates
-nothing. Reuse needs no
-synchronisation: every reader and writer of device memory is on the one stream, which blocks with
-the legacy default stream that the synchronous host copies of ``from_host``, ``timesteps`` and
-``to_host`` use.
+nothing. Reuse needs no synchronisation: every reader and writer of device memory is on the one
+stream, which blocks with the legacy default stream that the synchronous host copies of
+``from_host`` and ``to_host`` use. ``timesteps`` arrays are kept per distinct list until
+:meth:`close`.
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ class CudaOps:
     ``kernels``: the launcher to use (default: a new :class:`CudaKernels` on device 0, closed by
     :meth:`close`). ``sync_stages``: :meth:`sync` waits for the stream, so that the sampler's
     per-stage wall times are right; with False it returns at once and the loop never waits for the
-    GPU (``timesteps`` uploads a few bytes synchronously; results come back by :meth:`to_host`).
+    GPU (results come back by :meth:`to_host`).
     """
 
     def __init__(self, kernels: Optional[CudaKernels] = None, sync_stages: bool = True) -> None:
@@ -91,6 +91,7 @@ class CudaOps:
         self._driver = self.kernels.driver
         self._gpuarray = self.kernels.gpuarray
         self.pool = BufferPool(self._driver.mem_alloc, self._wrap)
+        self._timesteps: Dict[Tuple[int, ...], Tuple[np.ndarray, Any]] = {}
 
     def _wrap(self, shape: Shape, dtype: np.dtype, allocation: Any) -> Any:
         return self._gpuarray.GPUArray(shape, dtype, gpudata=allocation)
@@ -129,11 +130,16 @@ class CudaOps:
         return array.get()
 
     def timesteps(self, values: Sequence[int]) -> Any:
-        """The model's ``t`` input: N floats uploaded synchronously, a few bytes once a step."""
-        host = np.asarray(values, dtype=np.float32)
-        out = self.pool.take("timesteps", host.shape)
-        out.set(host)
-        return out
+        """The model's ``t`` input: N floats, uploaded once per distinct list on the stream from pinned
+        memory (no wait) and kept, so a loop run again at the same schedule uploads nothing."""
+        key = tuple(int(v) for v in values)
+        if key not in self._timesteps:
+            host = self._driver.pagelocked_empty((len(key),), np.float32)
+            host[:] = key
+            out = self.pool.take("timesteps", host.shape)
+            out.set(host, async_=True, stream=self.stream)
+            self._timesteps[key] = (host, out)
+        return self._timesteps[key][1]
 
     def nonfinite_init(self) -> Any:
         """The loop's NaN/Inf record on the device: one uint32 set to ``NO_STEP``."""
@@ -245,6 +251,7 @@ class CudaOps:
         """Wait for the stream and free the pooled buffers (arrays from this object become invalid);
         close the kernels too if this object created them."""
         self.stream.synchronize()
+        self._timesteps.clear()
         self.pool.free()
         if self._own_kernels:
             self.kernels.close()

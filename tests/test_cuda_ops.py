@@ -90,7 +90,8 @@ class FakeEvent:
 @pytest.fixture
 def fake_driver(monkeypatch):
     driver = types.SimpleNamespace(mem_alloc=FakeAllocation, memcpy_dtod_async=memcpy_dtod_async,
-                                   memset_d32_async=memset_d32_async, Event=FakeEvent)
+                                   memset_d32_async=memset_d32_async, Event=FakeEvent,
+                                   pagelocked_empty=lambda shape, dtype: np.empty(shape, dtype))
     return driver
 
 
