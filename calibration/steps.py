@@ -91,7 +91,8 @@ def load_schedule(path: str) -> Tuple[int, ...]:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: not a readable schedule file ({error})") from error
-    if not isinstance(data, dict) or data.get("format") != SCHEDULE_FORMAT or not isinstance(data.get("timesteps"), list):
+    if not isinstance(data, dict) or data.get("format") != SCHEDULE_FORMAT \
+            or not isinstance(data.get("timesteps"), list):
         raise InputError(f"{path}: not a dig2dig step schedule (expected format {SCHEDULE_FORMAT!r} with 'timesteps')")
     timesteps = tuple(int(t) for t in data["timesteps"])
     if len(timesteps) < 1 or any(a <= b for a, b in zip(timesteps, timesteps[1:])) or timesteps[-1] < 0:
@@ -99,16 +100,10 @@ def load_schedule(path: str) -> Tuple[int, ...]:
     return timesteps
 
 
-def calibrate(data: str, task: str, steps: int, fine_steps: int, pairs: int, max_side: int, mix: float,
+def calibrate(chosen: Sequence[Any], task: str, steps: int, fine_steps: int, max_side: int, mix: float,
               runner: Runner) -> Dict[str, Any]:
-    """Profile ``pairs`` pairs of ``task`` under ``data`` (``TASK/DATASET/{a,b}`` layout) and return the schedule
-    record (what :func:`main` writes)."""
-    from ..runtime import eval as evaluation
-
-    found = evaluation.find_pairs(data, task=task)
-    if not found:
-        raise InputError(f"{data}: no {task} pairs found")
-    chosen = found[:pairs]
+    """Profile the pairs ``chosen`` (``runtime.eval.Pair``) of ``task`` and return the schedule record
+    (what ``dig2dig calibrate-steps`` writes)."""
     sources = []
     for pair in chosen:
         pair_sources = api.prepare_sources([pair.a, pair.b])
@@ -129,24 +124,30 @@ def calibrate(data: str, task: str, steps: int, fine_steps: int, pairs: int, max
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("calibrate-steps", help="a DIG-driven step schedule for a task (JSON for fuse --schedule)")
+    p = subparsers.add_parser("calibrate-steps",
+                              help="a DIG-driven step schedule for a task (JSON for fuse --schedule)")
     p.add_argument("--data", required=True, help="pairs in TASK/DATASET/{a,b}/NAME layout")
     p.add_argument("--task", required=True, choices=list(api.TASKS))
     p.add_argument("--steps", type=int, default=Settings().steps, help="steps of the schedule to make")
     p.add_argument("--fine-steps", type=int, default=50, help="steps of the profiling runs")
     p.add_argument("--pairs", type=int, default=4, help="calibration pairs (the first ones found)")
     p.add_argument("--max-side", type=int, default=256, help="downscale the pairs to this long side (px)")
-    p.add_argument("--mix", type=float, default=1.0, help="share of the gain in step placement (0: uniform)")
+    p.add_argument("--mix", type=float, default=0.5,
+                   help="share of the gain in step placement (0: even spacing, 1: pure gain quantiles)")
     p.add_argument("--model", help="ONNX model (default: the bundled prior)")
     p.add_argument("-o", "--out", required=True, help="schedule JSON to write")
     p.set_defaults(func=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from ..runtime import eval as evaluation
+
+    found = evaluation.find_pairs(args.data, task=args.task)
+    if not found:
+        raise InputError(f"{args.data}: no {args.task} pairs found")
     runner = api.open_runner(args.model)
     try:
-        record = calibrate(args.data, args.task, args.steps, args.fine_steps, args.pairs, args.max_side, args.mix,
-                           runner)
+        record = calibrate(found[:args.pairs], args.task, args.steps, args.fine_steps, args.max_side, args.mix, runner)
     finally:
         runner.close()
     io.write_text(args.out, json.dumps(record, indent=1) + "\n")
