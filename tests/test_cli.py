@@ -45,6 +45,16 @@ def test_fuse_writes_outputs(pair: Tuple[str, str], tmp_path: Path) -> None:
     assert montage is not None and montage.shape[1] == 2 * 256
 
 
+def test_dig_norm_absolute_is_the_plain_softmax(pair: Tuple[str, str], tmp_path: Path) -> None:
+    """--dig-norm absolute (tau 1 by default) runs; a huge absolute tau gives uniform weights, i.e. DDFM."""
+    names = ("spread.png", "absolute.png", "huge.png", "static.png")
+    for name, extra in zip(names, (["--dig-tau", "1"], ["--dig-norm", "absolute"],
+                                   ["--dig-norm", "absolute", "--dig-tau", "1e9"], ["--guidance", "static"])):
+        assert fuse([*pair, "-o", str(tmp_path / name), "--dig-every", "1", *extra]) == 0
+    spread, absolute, huge, static = (cv2.imread(str(tmp_path / n), 0).astype(int) for n in names)
+    assert np.abs(huge - static).max() <= 1 and not np.array_equal(spread, absolute)
+
+
 def test_init_noise_replaces_the_seeded_start(pair: Tuple[str, str], tmp_path: Path) -> None:
     noise = np.random.default_rng(5).standard_normal((1, 64, 96)).astype(np.float32)
     np.save(tmp_path / "x.npy", noise)
