@@ -40,7 +40,7 @@ class Settings:
     timesteps: Optional[Tuple[int, ...]] = None  # explicit descending schedule (overrides steps), e.g. calibrated
     guidance: str = "dig"
     dig_every: int = 2
-    dig_window: int = 21
+    dig_window: int = 41
     dig_tau: float = 1.0
     dig_norm: str = "spread"  # "spread": temperature dig_tau x RMS gain spread; "absolute": dig_tau itself
     lamb: float = 0.5
