@@ -40,12 +40,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=0)
 
 
-def deviations(gains: np.ndarray, tau: float) -> Dict[str, np.ndarray]:
-    """|w_A - 1/2| per pixel for each normalisation of one refresh's gains ``(2, H, W)``."""
-    g = gains.astype(np.float64)
-    spread = np.sqrt(np.mean((g - g.mean(axis=0)) ** 2)) + 1e-12
+def deviations(refresh: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """|w_A - 1/2| per pixel for each normalisation of one refresh's gains ``(2, H, W)``; "spread" are
+    the weights the sampler used."""
+    g = np.asarray(refresh["gains"], np.float64)
     per_pixel = np.abs(g).sum(axis=0) + 1e-12
-    weights = {"literal": softmax(g), "spread": softmax(g / (tau * spread)), "per-pixel": softmax(g / per_pixel)}
+    weights = {"literal": softmax(g), "spread": np.asarray(refresh["weights"], np.float64),
+               "per-pixel": softmax(g / per_pixel)}
     return {name: np.abs(w[0] - 0.5).ravel() for name, w in weights.items()}
 
 
@@ -74,7 +75,7 @@ def main() -> None:
                     gains = np.asarray(refresh["gains"], np.float64)
                     spreads.append(float(np.sqrt(np.mean((gains - gains.mean(axis=0)) ** 2))))
                     peak = max(peak, float(np.abs(gains).max()))
-                    for name, dev in deviations(gains, settings.dig_tau).items():
+                    for name, dev in deviations(refresh).items():
                         devs[name].append(dev)
             cells = [f"{np.mean(np.concatenate(d)):.2e} / {np.percentile(np.concatenate(d), 99):.2e}"
                      for d in devs.values()]

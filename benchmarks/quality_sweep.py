@@ -9,15 +9,15 @@ the lead's Findings included, is kept as it is) and the quality-time plot ``docs
 
     python benchmarks/quality_sweep.py --data ../shared/data
 
-Axes, everything else at ``BASE`` (the defaults before the sweep: S 2, window 9, tau 2): steps 10, 25, 50 (``--with-100`` adds 100) for
-DIG and static guidance plus the classical anchors (average, Laplacian pyramid); and, at
-``--ablation-steps`` (default: the default steps), the DIG refresh interval S in {1, 5, 10}, the
-relative temperature tau in {0.5, 1, 2}, the smoothing window in {1, 9, 21}, the normalisation of the
-gains (ours, relative to their RMS spread, vs an absolute temperature: tau = 1 is Dig2DIG's softmax
-as written) and tau x window jointly ({0.5, 1, 2} x {9, 21, 41}). Before fusing, it
-prints an estimate of the remaining time (model calls counted per setting by running the sampler
-with a stand-in model, each call priced by timing the real model once per batch size);
-``--estimate-only`` stops there.
+Axes, everything else at ``BASE`` (the defaults before the sweep: S 2, window 9, tau 2): steps 10,
+25, 50 (``--with-100`` adds 100) for DIG and static guidance plus the classical anchors (average,
+Laplacian pyramid); and, at ``--ablation-steps`` (default: the default steps), the DIG refresh
+interval S in {1, 5, 10}, the relative temperature tau in {0.5, 1, 2}, the smoothing window in
+{1, 9, 21}, the normalisation of the gains (ours, relative to their RMS spread, vs an absolute
+temperature: tau = 1 is Dig2DIG's softmax as written) and tau x window jointly ({0.5, 1, 2} x
+{9, 21, 41}). Before fusing, it prints an estimate of the remaining time (model calls counted per
+setting by running the sampler with a stand-in model, each call priced by timing the real model once
+per batch size); ``--estimate-only`` stops there.
 """
 from __future__ import annotations
 

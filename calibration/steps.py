@@ -71,10 +71,9 @@ def schedule_from_profile(timesteps: Sequence[int], gains: Sequence[float], step
         raise ValueError(f"steps must be in [2, {int(t[0] - t[-1]) + 1}], got {steps}")
     if not 0.0 <= mix <= 1.0:
         raise ValueError(f"mix must be in [0, 1], got {mix}")
-    gain_share = np.concatenate([[0.0], np.cumsum(g)]) / (g.sum() or 1.0)
-    if g.sum() == 0:
-        gain_share = (t[0] - t) / (t[0] - t[-1])
-    curve = mix * gain_share + (1.0 - mix) * (t[0] - t) / (t[0] - t[-1])  # rises from 0 to 1 along the loop
+    even = (t[0] - t) / (t[0] - t[-1])
+    gain_share = np.concatenate([[0.0], np.cumsum(g)]) / g.sum() if g.sum() > 0 else even
+    curve = mix * gain_share + (1.0 - mix) * even  # rises from 0 to 1 along the loop
     quantiles = np.linspace(0.0, 1.0, steps)
     chosen = np.rint(np.interp(quantiles, curve, t)).astype(int)
     chosen[0], chosen[-1] = int(t[0]), int(t[-1])
@@ -107,10 +106,8 @@ def calibrate(chosen: Sequence[Any], task: str, steps: int, fine_steps: int, max
     sources = []
     for pair in chosen:
         pair_sources = api.prepare_sources([pair.a, pair.b])
-        height, width = pair_sources[0].luma.shape
-        scale = min(1.0, max_side / max(height, width))
-        if scale < 1.0:  # as eval's --max-side: OpenCV INTER_AREA
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        size = io.shrunk_size(*pair_sources[0].luma.shape, max_side)
+        if size is not None:  # the size eval's --max-side gives, resampled in memory
             pair_sources = [io.resize_to(s, *size) for s in pair_sources]
         luma = np.stack([s.luma for s in pair_sources])
         sources.append(api.pad_to_multiple(luma * 2.0 - 1.0, runner.info.multiple).astype(np.float32))

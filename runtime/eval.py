@@ -130,11 +130,9 @@ def downscale_pair(pair: Pair, folder: PathLike, max_side: int) -> Pair:
     a pair already small enough is returned unchanged.
     """
     sources = api.prepare_sources([pair.a, pair.b])
-    height, width = sources[0].luma.shape
-    scale = max_side / max(height, width)
-    if scale >= 1:
+    size = io.shrunk_size(*sources[0].luma.shape, max_side)
+    if size is None:
         return pair
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
     paths = [Path(folder) / f"{pair.key}_{role}.png" for role in ("a", "b")]
     if not all(path.is_file() for path in paths):
         Path(folder).mkdir(parents=True, exist_ok=True)

@@ -172,6 +172,14 @@ def check_pair(a: Source, b: Source) -> None:
                          "(pass --resize to resample them to one size)")
 
 
+def shrunk_size(height: int, width: int, max_side: int) -> Optional[Tuple[int, int]]:
+    """(height, width) scaled so that the long side is ``max_side``, or None if it is already at most that."""
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return None
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def resize_to(source: Source, height: int, width: int) -> Source:
     """Resample a source (luma and chroma) to height x width: area when shrinking, cubic otherwise."""
     if height < 1 or width < 1:

@@ -96,17 +96,13 @@ class Schedule:
         if not descending or any(a <= b for a, b in zip(descending, descending[1:])) \
                 or not 0 <= descending[-1] <= descending[0] < num_timesteps:
             raise ValueError(f"timesteps must be strictly descending within [0, {num_timesteps}), got {descending}")
-        if schedule.get("type") != "linear":
-            raise ValueError(f"unsupported noise schedule type {schedule.get('type')!r} (only 'linear')")
-        betas = linear_betas(num_timesteps, float(schedule["beta_start"]), float(schedule["beta_end"]))
-        kept = descending[::-1]
-        abar = np.cumprod(1.0 - betas)[kept]
+        abar = alphas_cumprod(schedule)[descending[::-1]]
         new_betas = 1.0 - abar / np.append(1.0, abar[:-1])
-        alphas_cumprod = np.cumprod(1.0 - new_betas)
-        alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
-        return cls(timesteps=np.array(kept[::-1], dtype=np.int64),
-                   alphas_cumprod=alphas_cumprod[::-1].copy(),
-                   alphas_cumprod_prev=alphas_cumprod_prev[::-1].copy())
+        respaced = np.cumprod(1.0 - new_betas)
+        respaced_prev = np.append(1.0, respaced[:-1])
+        return cls(timesteps=np.array(descending, dtype=np.int64),
+                   alphas_cumprod=respaced[::-1].copy(),
+                   alphas_cumprod_prev=respaced_prev[::-1].copy())
 
     def __len__(self) -> int:
         return len(self.timesteps)
