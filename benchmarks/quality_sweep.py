@@ -65,6 +65,7 @@ class Run:
 
     settings: Settings
     methods: List[str]
+    task_tau: bool = False
 
 
 @dataclass
@@ -205,13 +206,13 @@ def estimate(runner: Runner, runs: Dict[str, Run], pairs: Sequence[evaluation.Pa
 
 
 def summaries(runner: Runner, runs: Dict[str, Run], pairs: Sequence[evaluation.Pair], out: Path,
-              sources: Path, max_side: int) -> Dict[Tuple[str, str, str], Dict[str, str]]:
+              sources: Path, max_side: int, model: Optional[str]) -> Dict[Tuple[str, str, str], Dict[str, str]]:
     """Run (or resume) every sub-folder; the per-task summary rows keyed by (folder, task, method)."""
     table = {}
     for i, (name, run) in enumerate(runs.items(), 1):
         print(f"[{i}/{len(runs)}] {name}: {', '.join(run.methods)}", flush=True)
         rows = evaluation.evaluate(pairs, out / name, run.methods, run.settings, max_side, runner=runner,
-                                   sources_dir=sources)
+                                   model=model, sources_dir=sources, task_tau=run.task_tau)
         table.update({(name, r["task"], r["method"]): r for r in rows if r["dataset"] == evaluation.ALL_DATASETS})
     return table
 
@@ -311,13 +312,14 @@ def _panel(task: str, points: Dict[str, List[Tuple[float, float, str]]], colours
     return image
 
 
-def update_doc(doc: Path, block: str) -> None:
-    """Replace the generated block of ``doc`` (create the file, with an empty Findings section, if needed)."""
-    generated = f"{BEGIN}\n{block}{END}"
+def update_doc(doc: Path, block: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the block between ``begin`` and ``end`` in ``doc`` (append it when absent; create the file,
+    with an empty Findings section, if needed)."""
+    generated = f"{begin}\n{block}{end}"
     text = doc.read_text(encoding="utf-8") if doc.is_file() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + generated + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + generated + rest.split(end, 1)[1]
     elif text:
         text = text.rstrip("\n") + "\n\n" + generated + "\n"
     else:
@@ -379,7 +381,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"on this machine ({os.cpu_count()} cores)", flush=True)
         if args.estimate_only:
             return 0
-        results = summaries(runner, runs, pairs, out, sources, args.max_side)
+        results = summaries(runner, runs, pairs, out, sources, args.max_side, args.model)
     finally:
         runner.close()
     print(f"done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..models import sha256
 from . import api, io
 from .backends.base import Runner
 from .dig_maps import LABEL_HEIGHT, TILE_WIDTH, montage
@@ -231,7 +232,8 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str] = DIFF
                                   if k != "guidance" and not (task_tau and k == "dig_tau")
                                   and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])},
                      **({"dig_tau": "per task (api.TASK_DIG_TAU)"} if task_tau else {}),
-                     "max_side": max_side, "model": str(model) if model else "bundled prior"})
+                     "max_side": max_side, "model": str(model) if model else "bundled prior",
+                     "model_sha256": _model_sha256(model)})
     folder = Path(sources_dir) if sources_dir else out / "sources"
     folder = folder / f"max{max_side}"
     rows = read_rows(out / PER_PAIR)
@@ -290,6 +292,11 @@ def _write_weights(path: Path, refresh: Dict[str, Any], task: str, shape: Tuple[
     path.parent.mkdir(parents=True, exist_ok=True)
     cropped = dict(refresh, weights=refresh["weights"][:, :shape[0], :shape[1]])
     io.write_image(path, montage([cropped], api.TASKS[task]))
+
+
+def _model_sha256(model: Optional[PathLike]) -> str:
+    """The model file's SHA-256 (the bundled prior's when ``model`` is None): a retrained prior is another run."""
+    return sha256(Path(model) if model else api.default_model())
 
 
 def _check_run(out: Path, record: Dict[str, Any]) -> None:
@@ -466,7 +473,11 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--dig-every", type=int, default=defaults.dig_every, help="refresh DIG every S steps")
     p.add_argument("--dig-window", type=int, default=defaults.dig_window, help="odd smoothing window (px)")
     p.add_argument("--dig-tau", type=float,
-                   help="softmax temperature relative to the RMS gain spread (default: each task's, as dig2dig fuse)")
+                   help="softmax temperature relative to the RMS gain spread (default: each task's, as dig2dig fuse); "
+                        "with --dig-norm absolute, the temperature itself (default 1)")
+    p.add_argument("--dig-norm", default=defaults.dig_norm, choices=["spread", "absolute"],
+                   help="spread: temperature scaled by the gains' RMS spread (ours); "
+                        "absolute: softmax(gains / tau), with tau = 1 the paper's formula as written")
     p.add_argument("--max-side", type=int, metavar="PX",
                    help="downscale both sources (INTER_AREA) so that the long side is at most PX")
     p.add_argument("--model", help="ONNX model or TensorRT plan (default: the bundled prior)")
@@ -483,14 +494,16 @@ def run_command(args: argparse.Namespace) -> int:
     for name, value in (("--limit-per-dataset", args.limit_per_dataset), ("--max-side", args.max_side)):
         if value is not None and value < 1:
             raise InputError(f"{name} must be at least 1, got {value}")
+    task_tau = args.dig_tau is None and args.dig_norm == "spread"
+    tau = args.dig_tau if args.dig_tau is not None else 1.0 if args.dig_norm == "absolute" else Settings().dig_tau
     try:
-        settings = Settings(steps=args.steps, dig_every=args.dig_every, dig_window=args.dig_window,
-                            dig_tau=args.dig_tau if args.dig_tau is not None else Settings().dig_tau)
+        settings = Settings(steps=args.steps, dig_every=args.dig_every, dig_window=args.dig_window, dig_tau=tau,
+                            dig_norm=args.dig_norm)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     pairs = find_pairs(args.data, args.task, args.dataset, args.limit_per_dataset)
     summary = evaluate(pairs, args.output, methods, settings, args.max_side, args.model, args.backend,
-                       strips_per_task=args.strips, quiet=args.quiet, task_tau=args.dig_tau is None)
+                       strips_per_task=args.strips, quiet=args.quiet, task_tau=task_tau)
     failed = sum(int(entry["errors"]) for entry in summary if entry["dataset"] == ALL_DATASETS)
     if failed:
         print(f"dig2dig eval: {failed} fusion(s) recorded an error (see {Path(args.output) / PER_PAIR})",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 import shutil
@@ -138,6 +139,28 @@ def test_later_settings_are_recorded_only_when_set(data: Path, tmp_path: Path) -
     evaluation.evaluate(pairs, out, ["average"], Settings(steps=2), max_side=64, quiet=True)
     with pytest.raises(InputError, match="other settings"):
         evaluation.evaluate(pairs, out, ["average"], Settings(steps=2, dig_norm="absolute"), max_side=64)
+
+
+def test_eval_dig_norm_absolute_runs_the_plain_softmax(data: Path, tmp_path: Path) -> None:
+    """--dig-norm absolute fuses with one temperature for every task (1 unless --dig-tau), as fuse does."""
+    out = tmp_path / "out"
+    assert main(["eval", "--data", str(data), "--methods", "dig", "--steps", "2", "--dig-norm", "absolute",
+                 "--max-side", "64", "-o", str(out), "-q"]) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["settings"]["dig_norm"] == "absolute" and record["settings"]["dig_tau"] == 1.0
+    assert "dig_tau" not in record and len(read_csv(out / "per_pair.csv")) == 2
+
+
+def test_another_model_needs_another_folder(data: Path, tmp_path: Path) -> None:
+    """run.json records the model file's SHA-256: results of a retrained prior never mix with older ones."""
+    out, other = tmp_path / "out", tmp_path / "other.onnx"
+    pairs = evaluation.find_pairs(data)
+    evaluation.evaluate(pairs, out, ["average"], Settings(steps=2), max_side=64, quiet=True)
+    record = json.loads((out / "run.json").read_text())
+    assert record["model"] == "bundled prior" and len(record["model_sha256"]) == 64
+    other.write_bytes(b"a different model")
+    with pytest.raises(InputError, match="other settings"):
+        evaluation.evaluate(pairs, out, ["average"], Settings(steps=2), max_side=64, model=other, quiet=True)
 
 
 @needs_data

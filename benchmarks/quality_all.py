@@ -1,0 +1,181 @@
+"""Every development pair at the chosen defaults, and each DIG knob varied from them: the second
+generated block of docs/QUALITY.md.
+
+``quality_sweep.py`` varies the knobs on 12 pairs around the starting point that chose the defaults;
+this runs every pair of ``--data`` (long side ``--max-side`` px) around the defaults themselves
+(``Settings()``, each task's tau): DIG vs static guidance and the classical anchors, steps (10, 25,
+and ``--more-steps``, e.g. 50,100), the refresh interval S in {1, 2, 5, 10}, the window in {9, 21,
+41}, one tau for every task in {0.5, 1, 2} against the per-task taus, and Dig2DIG's softmax as written
+(absolute temperature 1). One resumable sub-folder of ``--out`` per setting, as ``dig2dig eval``
+writes it. ``--tables`` picks the tables whose missing fusions are computed now (a long job can be
+spread over several runs); the other tables show what their folders already hold, with the number
+of pairs in each row. Each folder's ``per_pair.csv``, ``summary.csv`` and ``run.json`` are copied to
+``docs/quality_all/``, and the defaults' ``report.md`` with its picture strips.
+
+    python benchmarks/quality_all.py --data ../shared/data
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from dig2dig.runtime import api
+from dig2dig.runtime import eval as evaluation
+from dig2dig.runtime.sampler import Settings
+from machine import machine_line
+from quality_sweep import Run, Table, estimate, format_tables, update_doc
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- quality-all:begin -->", "<!-- quality-all:end -->"
+STEPS = (10, 25)
+DIG_EVERY = (1, 2, 5, 10)
+DIG_WINDOW = (9, 21, 41)
+FIXED_TAU = (0.5, 1.0, 2.0)
+LABELS = {"dig": "DIG", "static": "static (DDFM)", "average": "average (classical)",
+          "laplacian": "Laplacian pyramid (classical)"}
+TABLES = ("defaults", "steps", "every", "window", "tau", "norm")
+COPIED = (evaluation.PER_PAIR, evaluation.SUMMARY, evaluation.RUN)
+
+
+def folder_name(settings: Settings, task_tau: bool) -> str:
+    """``steps10_every2_window41_tautask``; ``_absolute`` for the absolute temperature."""
+    tau = "task" if task_tau else f"{settings.dig_tau:g}"
+    name = f"steps{settings.steps}_every{settings.dig_every}_window{settings.dig_window}_tau{tau}"
+    return name + ("_absolute" if settings.dig_norm == "absolute" else "")
+
+
+def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
+    """The distinct runs (a setting shared by tables is fused once) and the tables, by ``TABLES`` key."""
+    base = Settings()
+    runs: Dict[str, Run] = {}
+
+    def add(settings: Settings, method: str, task_tau: bool = True) -> str:
+        name = folder_name(settings, task_tau)
+        run = runs.setdefault(name, Run(settings, [], task_tau))
+        if method not in run.methods:
+            run.methods.append(method)
+        return name
+
+    tables = {"defaults": Table(f"At the defaults ({base.steps} steps): DIG, static guidance (DDFM) and the "
+                                "classical anchors",
+                                [(LABELS[method], add(base, method), method) for method in evaluation.METHODS])}
+    rows = []
+    for steps in steps_axis:
+        settings = replace(base, steps=steps)
+        rows += [(f"DIG, {steps} steps", add(settings, "dig"), "dig"),
+                 (f"static (DDFM), {steps} steps", add(settings, "static"), "static")]
+    tables["steps"] = Table("DIG vs static guidance over the number of steps", rows)
+    for key, title, field, values in (("every", "DIG refresh interval S", "dig_every", DIG_EVERY),
+                                      ("window", "DIG smoothing window (px)", "dig_window", DIG_WINDOW)):
+        default = getattr(base, field)
+        tables[key] = Table(f"{title}, DIG at {base.steps} steps", [
+            (f"{field} = {value}" + (" (default)" if value == default else ""),
+             add(replace(base, **{field: value}), "dig"), "dig") for value in values])
+    rows = [(f"per task, {api.TASK_DIG_TAU_TEXT} (default)", add(base, "dig"), "dig")]
+    rows += [(f"tau = {tau:g} for every task", add(replace(base, dig_tau=tau), "dig", task_tau=False), "dig")
+             for tau in FIXED_TAU]
+    tables["tau"] = Table(f"DIG temperature tau (relative to the gains' RMS spread), DIG at {base.steps} steps", rows)
+    tables["norm"] = Table(f"DIG normalisation of the gains, DIG at {base.steps} steps", [
+        ("relative to the RMS spread, tau per task (default)", add(base, "dig"), "dig"),
+        ("absolute, tau = 1 (Dig2DIG's softmax as written)",
+         add(replace(base, dig_norm="absolute", dig_tau=1.0), "dig", task_tau=False), "dig")])
+    return runs, tables
+
+
+def held(pairs: Sequence[evaluation.Pair], out: Path, run: Run) -> Dict[Tuple[str, str], Dict[str, str]]:
+    """Per-task summary rows, keyed by (task, method), of what a run's folder already holds for ``pairs``."""
+    wanted = {(p.task, p.dataset, p.name) for p in pairs}
+    rows = [r for r in evaluation.read_rows(out / evaluation.PER_PAIR)
+            if (r["task"], r["dataset"], r["name"]) in wanted and r["method"] in run.methods]
+    return {(r["task"], r["method"]): r for r in evaluation.summarise(rows) if r["dataset"] == evaluation.ALL_DATASETS}
+
+
+def copy_results(out: Path, names: Sequence[str], docs: Path, report_of: str) -> None:
+    """The small files of each folder into ``docs``; the report and strips of ``report_of`` too."""
+    for name in names:
+        target = docs / name
+        target.mkdir(parents=True, exist_ok=True)
+        for file in COPIED + ((evaluation.REPORT,) if name == report_of else ()):
+            if (out / name / file).is_file():
+                shutil.copyfile(out / name / file, target / file)
+        if name == report_of and (out / name / "strips").is_dir():
+            shutil.copytree(out / name / "strips", target / "strips", dirs_exist_ok=True)
+
+
+def set_up(command: str, pairs: Sequence[evaluation.Pair], max_side: int, docs: Path, doc: Path) -> List[str]:
+    """The generated set-up paragraph: command, machine, pairs, resolution, defaults."""
+    counts = ", ".join(f"{task} {sum(p.task == task for p in pairs)}" for task in api.TASKS)
+    base = Settings()
+    return ["## All development pairs (generated)", "",
+            f"Command: `python benchmarks/quality_all.py {command}`", "",
+            f"Machine: {machine_line()}.", "",
+            f"Pairs: all {len(pairs)} of the development set ({counts}), sources downscaled with OpenCV "
+            f"INTER_AREA so that the long side is at most {max_side} px; every metric and time is at that size. "
+            "Model: the bundled prior.", "",
+            f"Unless a table varies it, the defaults of `dig2dig fuse`: {base.steps} steps, DIG refresh every "
+            f"{base.dig_every} steps, window {base.dig_window}, tau per task ({api.TASK_DIG_TAU_TEXT}), lamb "
+            f"{base.lamb:g}, rho {base.rho:g}, seed {base.seed}. Each cell is the mean over the task's pairs; "
+            "n is the number of pairs a row holds so far. Per-pair rows, std and the other metrics: "
+            f"[{os.path.relpath(docs, doc.parent)}/]({os.path.relpath(docs, doc.parent)}/), one folder per "
+            "setting. Seconds: wall time of one fusion on this machine.", ""]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="the development data folder")
+    parser.add_argument("--out", default=str(ROOT / "runs" / "quality_all"), help="sub-folders of eval results")
+    parser.add_argument("--doc", default=str(ROOT / "docs" / "QUALITY.md"))
+    parser.add_argument("--docs-results", default=str(ROOT / "docs" / "quality_all"),
+                        help="where each folder's small result files are copied")
+    parser.add_argument("--max-side", type=int, default=256)
+    parser.add_argument("--more-steps", default="", help="comma-separated steps added to the steps table, e.g. 50,100")
+    parser.add_argument("--tables", default=",".join(TABLES),
+                        help=f"comma-separated tables to compute now, of {', '.join(TABLES)}")
+    parser.add_argument("--estimate-only", action="store_true", help="print the time estimate and stop")
+    args = parser.parse_args(argv)
+
+    chosen = [t.strip() for t in args.tables.split(",") if t.strip()]
+    unknown = sorted(set(chosen) - set(TABLES))
+    if unknown:
+        parser.error(f"unknown table(s) {', '.join(unknown)} (choose from {', '.join(TABLES)})")
+    steps_axis = list(STEPS) + [int(s) for s in args.more_steps.split(",") if s.strip()]
+    runs, tables = plan(steps_axis)
+    todo = {name: runs[name] for key in chosen for _, name, _ in tables[key].rows}
+    pairs = evaluation.find_pairs(args.data)
+    out, doc, docs = Path(args.out), Path(args.doc), Path(args.docs_results)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = out / "sources"
+    runner = api.open_runner()
+    start = time.perf_counter()
+    try:
+        seconds, count = estimate(runner, todo, pairs, out, sources, args.max_side)
+        print(f"{len(pairs)} pairs x {len(todo)} settings: {count} fusions to do, estimated {seconds / 60:.1f} min "
+              f"on this machine ({os.cpu_count()} cores)", flush=True)
+        if args.estimate_only:
+            return 0
+        for i, (name, run) in enumerate(todo.items(), 1):
+            print(f"[{i}/{len(todo)}] {name}: {', '.join(run.methods)}", flush=True)
+            evaluation.evaluate(pairs, out / name, run.methods, run.settings, args.max_side, runner=runner,
+                                sources_dir=sources, task_tau=run.task_tau)
+    finally:
+        runner.close()
+    print(f"done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+    results = {(name, task, method): row for name, run in runs.items()
+               for (task, method), row in held(pairs, out / name, run).items()}
+    present = [name for name in runs if (out / name / evaluation.PER_PAIR).is_file()]
+    copy_results(out, present, docs, tables["defaults"].rows[0][1])
+    command = " ".join(sys.argv[1:] if argv is None else argv)
+    lines = set_up(command, pairs, args.max_side, docs, doc) + format_tables(list(tables.values()), results)
+    update_doc(doc, "\n".join(lines), BEGIN, END)
+    print(f"wrote {doc} and {docs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
