@@ -33,6 +33,7 @@ from quality_sweep import Run, Table, estimate, format_tables, update_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- quality-all:begin -->", "<!-- quality-all:end -->"
+MAX_SIDE = 256
 STEPS = (10, 25)
 DIG_EVERY = (1, 2, 5, 10)
 DIG_WINDOW = (9, 21, 41)
@@ -133,7 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--doc", default=str(ROOT / "docs" / "QUALITY.md"))
     parser.add_argument("--docs-results", default=str(ROOT / "docs" / "quality_all"),
                         help="where each folder's small result files are copied")
-    parser.add_argument("--max-side", type=int, default=256)
+    parser.add_argument("--max-side", type=int, default=MAX_SIDE)
     parser.add_argument("--more-steps", default="", help="comma-separated steps added to the steps table, e.g. 50,100")
     parser.add_argument("--tables", default=",".join(TABLES),
                         help=f"comma-separated tables to compute now, of {', '.join(TABLES)}")
@@ -170,7 +171,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                for (task, method), row in held(pairs, out / name, run).items()}
     present = [name for name in runs if (out / name / evaluation.PER_PAIR).is_file()]
     copy_results(out, present, docs, tables["defaults"].rows[0][1])
-    command = " ".join(sys.argv[1:] if argv is None else argv)
+    command = f"--data {args.data}" + (f" --max-side {args.max_side}" if args.max_side != MAX_SIDE else "") + (
+        f" --more-steps {args.more_steps}" if args.more_steps else "")
     lines = set_up(command, pairs, args.max_side, docs, doc) + format_tables(list(tables.values()), results)
     update_doc(doc, "\n".join(lines), BEGIN, END)
     print(f"wrote {doc} and {docs}")
