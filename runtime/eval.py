@@ -231,7 +231,7 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str] = DIFF
     _check_run(out, {"settings": {k: v for k, v in asdict(settings).items()
                                   if k != "guidance" and not (task_tau and k == "dig_tau")
                                   and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])},
-                     **({"dig_tau": "per task (api.TASK_DIG_TAU)"} if task_tau else {}),
+                     **({"dig_tau": f"per task ({api.TASK_DIG_TAU_TEXT})"} if task_tau else {}),
                      "max_side": max_side, "model": str(model) if model else "bundled prior",
                      "model_sha256": _model_sha256(model)})
     folder = Path(sources_dir) if sources_dir else out / "sources"

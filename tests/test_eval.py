@@ -151,6 +151,17 @@ def test_eval_dig_norm_absolute_runs_the_plain_softmax(data: Path, tmp_path: Pat
     assert "dig_tau" not in record and len(read_csv(out / "per_pair.csv")) == 2
 
 
+def test_per_task_tau_is_recorded_by_value(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder made with the per-task temperatures refuses to resume once those defaults change."""
+    out = tmp_path / "out"
+    pairs = evaluation.find_pairs(data)
+    evaluation.evaluate(pairs, out, ["average"], Settings(steps=2), max_side=64, quiet=True, task_tau=True)
+    assert json.loads((out / "run.json").read_text())["dig_tau"] == f"per task ({api.TASK_DIG_TAU_TEXT})"
+    monkeypatch.setattr(api, "TASK_DIG_TAU_TEXT", "ivf 9, mif 9, mef 9, mff 9")
+    with pytest.raises(InputError, match="other settings"):
+        evaluation.evaluate(pairs, out, ["average"], Settings(steps=2), max_side=64, quiet=True, task_tau=True)
+
+
 def test_another_model_needs_another_folder(data: Path, tmp_path: Path) -> None:
     """run.json records the model file's SHA-256: results of a retrained prior never mix with older ones."""
     out, other = tmp_path / "out", tmp_path / "other.onnx"
