@@ -29,7 +29,7 @@ from dig2dig.runtime import api
 from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.sampler import Settings
 from machine import machine_line
-from quality_sweep import Run, Table, estimate, format_tables, update_doc
+from quality_sweep import Run, Table, add_run, estimate, format_tables, summaries, update_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- quality-all:begin -->", "<!-- quality-all:end -->"
@@ -44,24 +44,13 @@ TABLES = ("defaults", "steps", "every", "window", "tau", "norm")
 COPIED = (evaluation.PER_PAIR, evaluation.SUMMARY, evaluation.RUN)
 
 
-def folder_name(settings: Settings, task_tau: bool) -> str:
-    """``steps10_every2_window41_tautask``; ``_absolute`` for the absolute temperature."""
-    tau = "task" if task_tau else f"{settings.dig_tau:g}"
-    name = f"steps{settings.steps}_every{settings.dig_every}_window{settings.dig_window}_tau{tau}"
-    return name + ("_absolute" if settings.dig_norm == "absolute" else "")
-
-
 def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
     """The distinct runs (a setting shared by tables is fused once) and the tables, by ``TABLES`` key."""
     base = Settings()
     runs: Dict[str, Run] = {}
 
     def add(settings: Settings, method: str, task_tau: bool = True) -> str:
-        name = folder_name(settings, task_tau)
-        run = runs.setdefault(name, Run(settings, [], task_tau))
-        if method not in run.methods:
-            run.methods.append(method)
-        return name
+        return add_run(runs, settings, method, task_tau)
 
     tables = {"defaults": Table(f"At the defaults ({base.steps} steps): DIG, static guidance (DDFM) and the "
                                 "classical anchors",
@@ -91,9 +80,7 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
 
 def held(pairs: Sequence[evaluation.Pair], out: Path, run: Run) -> Dict[Tuple[str, str], Dict[str, str]]:
     """Per-task summary rows, keyed by (task, method), of what a run's folder already holds for ``pairs``."""
-    wanted = {(p.task, p.dataset, p.name) for p in pairs}
-    rows = [r for r in evaluation.read_rows(out / evaluation.PER_PAIR)
-            if (r["task"], r["dataset"], r["name"]) in wanted and r["method"] in run.methods]
+    rows = evaluation.select_rows(evaluation.read_rows(out / evaluation.PER_PAIR), pairs, run.methods)
     return {(r["task"], r["method"]): r for r in evaluation.summarise(rows) if r["dataset"] == evaluation.ALL_DATASETS}
 
 
@@ -160,10 +147,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"on this machine ({os.cpu_count()} cores)", flush=True)
         if args.estimate_only:
             return 0
-        for i, (name, run) in enumerate(todo.items(), 1):
-            print(f"[{i}/{len(todo)}] {name}: {', '.join(run.methods)}", flush=True)
-            evaluation.evaluate(pairs, out / name, run.methods, run.settings, args.max_side, runner=runner,
-                                sources_dir=sources, task_tau=run.task_tau)
+        summaries(runner, todo, pairs, out, sources, args.max_side, None)
     finally:
         runner.close()
     print(f"done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)

@@ -76,9 +76,20 @@ class Table:
     rows: List[Tuple[str, str, str]]
 
 
-def folder_name(settings: Settings) -> str:
-    name = f"steps{settings.steps}_every{settings.dig_every}_window{settings.dig_window}_tau{settings.dig_tau:g}"
+def folder_name(settings: Settings, task_tau: bool = False) -> str:
+    """``steps10_every2_window9_tau2``: ``tautask`` with each task's tau, ``_absolute`` for the absolute temperature."""
+    tau = "task" if task_tau else f"{settings.dig_tau:g}"
+    name = f"steps{settings.steps}_every{settings.dig_every}_window{settings.dig_window}_tau{tau}"
     return name + ("_absolute" if settings.dig_norm == "absolute" else "")
+
+
+def add_run(runs: Dict[str, Run], settings: Settings, method: str, task_tau: bool = False) -> str:
+    """Register ``method`` at ``settings`` in ``runs`` (one folder per distinct setting); its folder name."""
+    name = folder_name(settings, task_tau)
+    run = runs.setdefault(name, Run(settings, [], task_tau))
+    if method not in run.methods:
+        run.methods.append(method)
+    return name
 
 
 def plan(steps_axis: Sequence[int], ablation_steps: int) -> Tuple[Dict[str, Run], List[Table]]:
@@ -87,11 +98,7 @@ def plan(steps_axis: Sequence[int], ablation_steps: int) -> Tuple[Dict[str, Run]
     runs: Dict[str, Run] = {}
 
     def add(settings: Settings, method: str) -> str:
-        name = folder_name(settings)
-        run = runs.setdefault(name, Run(settings, []))
-        if method not in run.methods:
-            run.methods.append(method)
-        return name
+        return add_run(runs, settings, method)
 
     steps_rows = []
     for steps in steps_axis:

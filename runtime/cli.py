@@ -10,7 +10,7 @@ import json
 import sys
 from typing import List, Optional, Sequence
 
-from .api import TASK_DIG_TAU_TEXT, default_settings
+from .api import PAPER_DIG_TAU, TASK_DIG_TAU_TEXT, default_settings
 from .errors import Dig2DigError
 from .sampler import Settings
 
@@ -52,7 +52,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     if args.dig_tau is not None:
         chosen["dig_tau"] = args.dig_tau
     elif args.dig_norm == "absolute":
-        chosen["dig_tau"] = 1.0
+        chosen["dig_tau"] = PAPER_DIG_TAU
     return default_settings(args.task, **chosen)
 
 

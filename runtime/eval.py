@@ -254,8 +254,7 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str] = DIFF
     finally:
         if own_runner and runner is not None:
             runner.close()
-    wanted = {(pair.task, pair.dataset, pair.name, method) for pair in pairs for method in methods}
-    selected = [row for row in rows if _row_key(row) in wanted]
+    selected = select_rows(rows, pairs, methods)
     summary = summarise(selected)
     io.write_text(out / SUMMARY, format_csv(summary, SUMMARY_COLUMNS))
     strips = write_strips(pairs, methods, out, folder, max_side, strips_per_task, settings.steps)
@@ -309,6 +308,12 @@ def _check_run(out: Path, record: Dict[str, Any]) -> None:
                              f"{json.dumps(record)}): choose another output folder")
         return
     io.write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+def select_rows(rows: Sequence[Row], pairs: Sequence[Pair], methods: Sequence[str]) -> List[Row]:
+    """The rows of ``pairs`` x ``methods``, in their order (a folder may hold more)."""
+    wanted = {(pair.task, pair.dataset, pair.name, method) for pair in pairs for method in methods}
+    return [row for row in rows if _row_key(row) in wanted]
 
 
 def _row_key(row: Row) -> Tuple[str, str, str, str]:
@@ -495,7 +500,8 @@ def run_command(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise InputError(f"{name} must be at least 1, got {value}")
     task_tau = args.dig_tau is None and args.dig_norm == "spread"
-    tau = args.dig_tau if args.dig_tau is not None else 1.0 if args.dig_norm == "absolute" else Settings().dig_tau
+    tau = args.dig_tau if args.dig_tau is not None else api.PAPER_DIG_TAU if args.dig_norm == "absolute" \
+        else Settings().dig_tau
     try:
         settings = Settings(steps=args.steps, dig_every=args.dig_every, dig_window=args.dig_window, dig_tau=tau,
                             dig_norm=args.dig_norm)
