@@ -5,7 +5,7 @@ generated block of docs/QUALITY.md.
 this runs every pair of ``--data`` (long side ``--max-side`` px) around the defaults themselves
 (``Settings()``, each task's tau): DIG vs static guidance and the classical anchors, steps (10, 25,
 and ``--more-steps``, e.g. 50,100), the refresh interval S in {1, 2, 5, 10}, the window in {9, 21,
-41}, one tau for every task in {0.5, 1, 2} against the per-task taus, and Dig2DIG's softmax as written
+41}, one tau for every task in {0.25, 0.5, 1, 2} against the per-task taus, and Dig2DIG's softmax as written
 (absolute temperature 1). One resumable sub-folder of ``--out`` per setting, as ``dig2dig eval``
 writes it. ``--tables`` picks the tables whose missing fusions are computed now (a long job can be
 spread over several runs); the other tables show what their folders already hold, with the number
@@ -37,7 +37,7 @@ MAX_SIDE = 256
 STEPS = (10, 25)
 DIG_EVERY = (1, 2, 5, 10)
 DIG_WINDOW = (9, 21, 41)
-FIXED_TAU = (0.5, 1.0, 2.0)
+FIXED_TAU = (0.25, 0.5, 1.0, 2.0)
 LABELS = {"dig": "DIG", "static": "static (DDFM)", "average": "average (classical)",
           "laplacian": "Laplacian pyramid (classical)"}
 TABLES = ("defaults", "steps", "every", "window", "tau", "norm")
