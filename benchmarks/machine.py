@@ -37,3 +37,11 @@ def machine_info() -> Dict[str, str]:
 def machine_line() -> str:
     """``machine_info`` as one markdown line."""
     return "; ".join(f"{key} {value}" for key, value in machine_info().items())
+
+
+def bundled_prior() -> str:
+    """Which bundled prior a benchmark ran: its path and the start of its SHA-256."""
+    from dig2dig.models import DEFAULT_DIR, sha256
+
+    path = DEFAULT_DIR / "model.onnx"
+    return f"models/default/model.onnx, SHA-256 {sha256(path)[:12]}"

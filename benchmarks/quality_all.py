@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from dig2dig.runtime import api
 from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.sampler import Settings
-from machine import machine_line
+from machine import bundled_prior, machine_line
 from quality_sweep import Run, Table, add_run, estimate, format_tables, summaries, update_doc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], max_side: int, docs: 
             f"Machine: {machine_line()}.", "",
             f"Pairs: all {len(pairs)} of the development set ({counts}), sources downscaled with OpenCV "
             f"INTER_AREA so that the long side is at most {max_side} px; every metric and time is at that size. "
-            "Model: the bundled prior.", "",
+            f"Model: the bundled prior ({bundled_prior()}).", "",
             f"Unless a table varies it, the defaults of `dig2dig fuse`: {base.steps} steps, DIG refresh every "
             f"{base.dig_every} steps, window {base.dig_window}, tau per task ({api.TASK_DIG_TAU_TEXT}), lamb "
             f"{base.lamb:g}, rho {base.rho:g}, seed {base.seed}. Each cell is the mean over the task's pairs; "

@@ -39,7 +39,7 @@ from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.backends.base import Runner
 from dig2dig.runtime.metrics import read_gray
 from dig2dig.runtime.sampler import Settings, initial_noise, sample
-from machine import machine_line
+from machine import bundled_prior, machine_line
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = (10, 25, 50)
@@ -344,7 +344,7 @@ def set_up(args: argparse.Namespace, pairs: Sequence[evaluation.Pair], providers
     return ["## Sweep set-up (generated)", "",
             f"Command: `python benchmarks/quality_sweep.py {' '.join(sys.argv[1:])}`", "",
             f"Machine: {machine_line()}; backend {args.backend} ({', '.join(providers)}).", "",
-            f"Model: {args.model or 'the bundled prior (models/default/model.onnx)'}.", "",
+            f"Model: {args.model or f'the bundled prior ({bundled_prior()})'}.", "",
             f"Pairs ({len(pairs)}, the first {args.pairs_per_task} per task taken in turn from each dataset of "
             f"the development set): {listed}.", "",
             f"Sources downscaled with OpenCV INTER_AREA so that the long side is at most {args.max_side} px; "

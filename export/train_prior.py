@@ -1,4 +1,4 @@
-"""Train dig2dig's small default prior: an epsilon-prediction ADM UNet on luminance crops.
+"""Train dig2dig's small default prior: an ADM UNet with epsilon output on luminance crops.
 
 DDPM training as in ADM (Ho et al. 2020; Dhariwal & Nichol 2021): linear beta schedule over 1000
 steps, t uniform, loss = MSE between the true and predicted noise. Data: every image under
@@ -6,7 +6,11 @@ steps, t uniform, loss = MSE between the true and predicted noise. Data: every i
 90-degree rotations. AdamW, an EMA of the weights (the EMA is what we ship), resumable from
 ``OUT/train_state.pt``.
 
-Two options fine-tune for high noise, where an epsilon model's x0 estimate
+With ``"parameterization": "v"`` in the config (see ``unet.py``) the loss is the plain
+v-prediction MSE, |v_hat - v|^2 = |eps_hat - eps|^2 / abar (Salimans & Ho 2022): the network's own
+output is v, the model's output stays epsilon.
+
+Two options fine-tune an epsilon network for high noise, where an epsilon model's x0 estimate
 x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) amplifies any error in eps by sqrt(1/SNR) (about 58x at
 t = 900): ``--high-t T`` draws half of each batch's t from [T, 999], and ``--weight-cap W`` weights
 the loss by min(1 + 1/SNR, W). Uncapped, 1 + 1/SNR is the weighting that v-prediction implies
@@ -32,12 +36,13 @@ from ..runtime.schedule import ADM_LINEAR, alphas_cumprod
 from .checkpoint import load_model, save_state_dict
 from .unet import create_model, resolve_config
 
-# The shipped edge prior (models/default): full resolution, 16 channels, attention only in the middle block.
+# The shipped edge prior (models/default): full resolution, 16 channels, attention only in the middle
+# block, v body with epsilon output.
 DEFAULT_CONFIG: Dict[str, Any] = {
     "image_size": 256, "num_channels": 16, "num_res_blocks": 1, "channel_mult": "1,2,4,4",
     "learn_sigma": False, "attention_resolutions": "", "num_head_channels": 32,
     "use_scale_shift_norm": True, "resblock_updown": True, "in_channels": 1, "norm_groups": 8,
-    "patch_size": 1,
+    "patch_size": 1, "parameterization": "v",
 }
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
@@ -60,12 +65,20 @@ def load_luminance_images(data_dir: Path) -> List[np.ndarray]:
 
 
 class CropSampler:
-    """Random training crops: rescale by 2**U(log2 lo, log2 hi), crop, flip, rotate by k*90 degrees."""
+    """Random training crops: rescale by 2**U(log2 lo, log2 hi), crop, flip, rotate by k*90 degrees,
+    and with ``gamma`` > 0 a random tone curve ((x + 1) / 2) ** 2**U(-gamma, gamma).
 
-    def __init__(self, images: Sequence[np.ndarray], crop: int, scale_range: Sequence[float], seed: int):
+    The tone curve widens the intensity statistics beyond infrared and visible frames (large dark
+    backgrounds as in MRI/CT, bright washed-out regions as in over-exposed shots): the fusion tasks
+    that the prior serves but its training images do not show.
+    """
+
+    def __init__(self, images: Sequence[np.ndarray], crop: int, scale_range: Sequence[float], seed: int,
+                 gamma: float = 0.0):
         self.images = images
         self.crop = crop
         self.log_scale = (math.log2(scale_range[0]), math.log2(scale_range[1]))
+        self.gamma = gamma
         self.rng = np.random.default_rng(seed)
 
     def sample(self) -> np.ndarray:
@@ -79,6 +92,8 @@ class CropSampler:
         patch = img[y:y + self.crop, x:x + self.crop]
         if self.rng.random() < 0.5:
             patch = patch[:, ::-1]
+        if self.gamma > 0:
+            patch = ((patch + 1.0) / 2.0) ** 2.0 ** self.rng.uniform(-self.gamma, self.gamma) * 2.0 - 1.0
         return np.rot90(patch, self.rng.integers(4))
 
     def batch(self, n: int) -> np.ndarray:
@@ -88,13 +103,14 @@ class CropSampler:
 class CropBatches(torch.utils.data.IterableDataset):
     """Endless crop batches; each DataLoader worker draws from its own seed."""
 
-    def __init__(self, images: Sequence[np.ndarray], crop: int, batch: int, seed: int):
+    def __init__(self, images: Sequence[np.ndarray], crop: int, batch: int, seed: int, gamma: float):
         super().__init__()
-        self.images, self.crop, self.batch, self.seed = images, crop, batch, seed
+        self.images, self.crop, self.batch, self.seed, self.gamma = images, crop, batch, seed, gamma
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         info = torch.utils.data.get_worker_info()
-        sampler = CropSampler(self.images, self.crop, (0.6, 1.6), self.seed * 1000 + (info.id if info else 0))
+        sampler = CropSampler(self.images, self.crop, (0.6, 1.6), self.seed * 1000 + (info.id if info else 0),
+                              self.gamma)
         while True:
             yield torch.from_numpy(sampler.batch(self.batch))
 
@@ -102,14 +118,18 @@ class CropBatches(torch.utils.data.IterableDataset):
 def train(data_dir: Path, out_dir: Path, config: Dict[str, Any], steps: int, batch: int, crop: int,
           lr: float, ema_decay: float, device: str, seed: int, minutes: Optional[float],
           save_every: int, init: Optional[Path] = None, high_t: int = 0,
-          weight_cap: float = 1.0) -> Dict[str, Any]:
+          weight_cap: float = 1.0, gamma: float = 0.0) -> Dict[str, Any]:
     """Train (or resume) a prior into ``out_dir``; returns the summary written to ``train_log.json``.
 
     ``high_t`` > 0 draws half of each batch's t from [high_t, 999]; ``weight_cap`` > 1 weights the
-    epsilon loss by min(1 + 1/SNR(t), weight_cap) (see the module docstring).
+    epsilon loss by min(1 + 1/SNR(t), weight_cap) (see the module docstring); v models train on the
+    v loss and take no ``weight_cap``. ``gamma`` > 0 adds ``CropSampler``'s random tone curve.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     config = resolve_config(config)
+    v_model = config["parameterization"] == "v"
+    if v_model and weight_cap != 1.0:
+        raise ValueError("--weight-cap weights an epsilon loss; a v model trains on the plain v loss")
+    out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = create_model(**config).to(device)
     if init is not None:
@@ -118,7 +138,8 @@ def train(data_dir: Path, out_dir: Path, config: Dict[str, Any], steps: int, bat
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     abar = torch.tensor(alphas_cumprod(ADM_LINEAR), dtype=torch.float32, device=device)
-    loss_weight = torch.clamp(1.0 / abar, max=weight_cap)
+    # 1/abar = 1 + 1/SNR; for a v model it turns the epsilon error into the v error (module docstring).
+    loss_weight = 1.0 / abar if v_model else torch.clamp(1.0 / abar, max=weight_cap)
     state_path = out_dir / "train_state.pt"
     step, elapsed = 0, 0.0
     if state_path.exists():
@@ -129,7 +150,7 @@ def train(data_dir: Path, out_dir: Path, config: Dict[str, Any], steps: int, bat
         step, elapsed = int(state["step"]), float(state["elapsed"])
     images = load_luminance_images(data_dir)
     workers = min(8, os.cpu_count() or 1) if device.startswith("cuda") else 0
-    batches = iter(torch.utils.data.DataLoader(CropBatches(images, crop, batch, seed + step), batch_size=None,
+    batches = iter(torch.utils.data.DataLoader(CropBatches(images, crop, batch, seed + step, gamma), batch_size=None,
                                                num_workers=workers, pin_memory=device.startswith("cuda")))
     gen = torch.Generator(device=device).manual_seed(seed + step)
     warmup = min(500, steps // 10)
@@ -172,7 +193,8 @@ def train(data_dir: Path, out_dir: Path, config: Dict[str, Any], steps: int, bat
                "final_loss_mean_last_500": float(np.mean(losses[-500:])) if losses else None,
                "parameters": sum(p.numel() for p in model.parameters()), "data": str(data_dir),
                "images": len(images), "seed": seed, "init": str(init) if init else None, "schedule": ADM_LINEAR,
-               "high_t": high_t, "weight_cap": weight_cap}
+               "high_t": high_t, "weight_cap": weight_cap, "gamma": gamma,
+               "parameterization": config["parameterization"]}
     (out_dir / "train_log.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -205,6 +227,8 @@ def add_parser(subparsers: Any) -> None:
                    help="draw half of each batch's t from [T, 999] (fine-tuning for high noise; 0: off)")
     p.add_argument("--weight-cap", type=float, default=1.0, metavar="W",
                    help="weight the epsilon loss by min(1 + 1/SNR, W) (1: plain DDPM loss)")
+    p.add_argument("--gamma", type=float, default=0.0, metavar="G",
+                   help="random tone curve ((x+1)/2)**2**U(-G, G) on each crop (0: off)")
     p.set_defaults(func=_run)
 
 
@@ -213,7 +237,7 @@ def _run(args: argparse.Namespace) -> int:
     config = config.get("create_model_kwargs", config)
     summary = train(args.data, args.out, config, args.steps, args.batch, args.crop, args.lr, args.ema,
                     args.device, args.seed, args.minutes, args.save_every, args.init,
-                    args.high_t, args.weight_cap)
+                    args.high_t, args.weight_cap, args.gamma)
     print(json.dumps(summary, indent=1))
     return 0
 

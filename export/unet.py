@@ -6,19 +6,28 @@ the public checkpoints (e.g. ``256x256_diffusion_uncond.pt``) load unchanged. Di
 how the forward pass is written, not in what it computes: attention uses ``matmul`` and slicing
 instead of ``einsum``/``split`` so the ONNX graph is valid at opset 17.
 
-Two options beyond guided-diffusion, both off by default so the original configurations are
+Three options beyond guided-diffusion, all off by default so the original configurations are
 reproduced exactly: ``norm_groups`` (fewer GroupNorm groups for narrow models; parameters do not
-depend on it) and ``patch_size`` (space-to-depth in front of the network, depth-to-space behind
-it, so a small prior runs its convolutions at 1/patch_size resolution).
+depend on it), ``patch_size`` (space-to-depth in front of the network, depth-to-space behind
+it, so a small prior runs its convolutions at 1/patch_size resolution) and ``parameterization``
+(``"v"``: the network body predicts v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022,
+"Progressive distillation", section 4) and ``forward`` turns it into
+eps = sqrt(abar) v + sqrt(1 - abar) x_t with the training schedule's abar_t, parameter-free). Either
+way ``forward`` returns epsilon, the model-file contract. The v form spares a small network from
+reproducing x_t to the precision that an epsilon output needs at high noise, where the x0 estimate
+(x_t - sqrt(1 - abar) eps) / sqrt(abar) multiplies every error in eps by sqrt(1/SNR) (~58 at t = 900).
 """
 from __future__ import annotations
 
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..runtime.schedule import ADM_LINEAR, alphas_cumprod
 
 DEFAULT_CHANNEL_MULT = {
     512: (0.5, 1, 1, 2, 2, 4, 4),
@@ -48,7 +57,9 @@ CONFIG_DEFAULTS: Dict[str, Any] = {
     "in_channels": 3,
     "norm_groups": 32,
     "patch_size": 1,
+    "parameterization": "epsilon",
 }
+PARAMETERIZATIONS = ("epsilon", "v")
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: int = 10000) -> torch.Tensor:
@@ -209,7 +220,8 @@ class UNetModel(nn.Module):
                  channel_mult: Sequence[float] = (1, 2, 4, 8), conv_resample: bool = True,
                  num_heads: int = 1, num_head_channels: int = -1, num_heads_upsample: int = -1,
                  use_scale_shift_norm: bool = False, resblock_updown: bool = False,
-                 use_new_attention_order: bool = False, norm_groups: int = 32, patch_size: int = 1):
+                 use_new_attention_order: bool = False, norm_groups: int = 32, patch_size: int = 1,
+                 parameterization: str = "epsilon"):
         super().__init__()
         if num_heads_upsample == -1:
             num_heads_upsample = num_heads
@@ -217,6 +229,13 @@ class UNetModel(nn.Module):
         self.out_channels = out_channels
         self.model_channels = model_channels
         self.patch_size = patch_size
+        self.parameterization = parameterization
+        if parameterization == "v":
+            # Rows t: (sqrt(abar_t), sqrt(1 - abar_t)) of the training schedule; not a parameter. On the
+            # CPU even when the model is built on the meta device (checkpoint.load_model): no weights fill it.
+            abar = alphas_cumprod(ADM_LINEAR)
+            table = torch.tensor(np.stack([np.sqrt(abar), np.sqrt(1 - abar)], 1), dtype=torch.float32, device="cpu")
+            self.register_buffer("v_to_eps", table, persistent=False)
         self.downsample_factor = patch_size * 2 ** (len(channel_mult) - 1)
         time_embed_dim = model_channels * 4
         self.time_embed = nn.Sequential(
@@ -269,7 +288,7 @@ class UNetModel(nn.Module):
         return next(self.input_blocks.parameters()).dtype
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """Raw model output (epsilon, plus variance channels if learned) for x at training steps t."""
+        """Epsilon (plus variance channels if learned) for x at training steps t (integers 0...999)."""
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
         h = x.to(self.dtype)
         if self.patch_size > 1:
@@ -284,6 +303,10 @@ class UNetModel(nn.Module):
         h = self.out(h)
         if self.patch_size > 1:
             h = F.pixel_shuffle(h, self.patch_size)
+        if self.parameterization == "v":  # in float32 even for a float16 body: eps feeds a 1/sqrt(abar) gain
+            rows = self.v_to_eps[timesteps.clamp(0, len(self.v_to_eps) - 1).long()][:, :, None, None]
+            eps = rows[:, :1] * h[:, :self.in_channels].float() + rows[:, 1:] * x.float()
+            h = torch.cat([eps, h[:, self.in_channels:].float()], dim=1)
         return h
 
 
@@ -297,6 +320,9 @@ def resolve_config(config: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError("class_cond models are not supported: fusion needs an unconditional prior")
     if cfg["in_channels"] not in (1, 3):
         raise ValueError(f"in_channels must be 1 or 3, got {cfg['in_channels']}")
+    if cfg["parameterization"] not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}, "
+                         f"got {cfg['parameterization']!r}")
     return cfg
 
 
@@ -319,7 +345,7 @@ def unet_arguments(config: Dict[str, Any]) -> Dict[str, Any]:
         channel_mult=channel_mult, num_heads=cfg["num_heads"], num_head_channels=cfg["num_head_channels"],
         num_heads_upsample=cfg["num_heads_upsample"], use_scale_shift_norm=cfg["use_scale_shift_norm"],
         resblock_updown=cfg["resblock_updown"], use_new_attention_order=cfg["use_new_attention_order"],
-        norm_groups=cfg["norm_groups"], patch_size=cfg["patch_size"])
+        norm_groups=cfg["norm_groups"], patch_size=cfg["patch_size"], parameterization=cfg["parameterization"])
 
 
 def create_model(**config: Any) -> UNetModel:

@@ -208,3 +208,16 @@ def test_model_must_match_config(tmp_path):
     model, config = _tiny()
     with pytest.raises(ValueError, match="missing key"):
         export_onnx(model, {**config, "num_res_blocks": 2}, tmp_path / "tiny.onnx")
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+def test_v_model_exports_epsilon(tmp_path, fp16):
+    """A v-parameterised prior: eps computed in the graph (float32), config in the metadata."""
+    model, config = _tiny(in_channels=1, parameterization="v")
+    path = tmp_path / "v.onnx"
+    report = export_onnx(model, config, path, fp16=fp16)
+    assert report.checks and all(c.rel <= (1e-2 if fp16 else 1e-4) for c in report.checks)
+    info = ModelInfo.from_metadata(_metadata(path), str(path))
+    assert info.config["parameterization"] == "v" and info.schedule == ADM_LINEAR
+    if not fp16:
+        _assert_runs_like_torch(path, model, 1, 1)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dig2dig.export.unet import create_model
+from dig2dig.runtime.schedule import ADM_LINEAR, alphas_cumprod
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 ADM = SHARED / "reference" / "adm"
@@ -62,3 +63,27 @@ def test_small_matches_reference_outputs(small_model, io, x_key, out_key):
     assert integer_t.shape == io[out_key].shape
     assert np.max(np.abs(integer_t - io[out_key])) <= 1e-5
     np.testing.assert_array_equal(float_t, integer_t)  # the ONNX contract passes t as float32
+
+
+def test_v_parameterization_outputs_epsilon(small_model, io):
+    """Same weights and keys; forward turns the body's v into eps with the training schedule."""
+    config = json.loads(_reference("small_unet_config.json").read_text())["create_model_kwargs"]
+    v_model = create_model(**config, parameterization="v").eval()
+    assert [(k, v.shape) for k, v in v_model.state_dict().items()] == \
+        [(k, v.shape) for k, v in small_model.state_dict().items()]
+    v_model.load_state_dict(small_model.state_dict())
+    x, t = torch.from_numpy(io["x"]), torch.from_numpy(io["t"].astype(np.float32))
+    with torch.no_grad():
+        body, out = small_model(x, t).double(), v_model(x, t).double()
+    abar = torch.tensor(alphas_cumprod(ADM_LINEAR))[t.long()][:, None, None, None]
+    c = small_model.in_channels
+    torch.testing.assert_close(out[:, :c], abar.sqrt() * body[:, :c] + (1 - abar).sqrt() * x.double(),
+                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(out[:, c:], body[:, c:], rtol=0, atol=0)  # learned sigma passes through
+    x0 = (x.double() - (1 - abar).sqrt() * out[:, :c]) / abar.sqrt()  # the runtime's x0 estimate
+    torch.testing.assert_close(x0, abar.sqrt() * x.double() - (1 - abar).sqrt() * body[:, :c], rtol=0, atol=1e-3)
+
+
+def test_unknown_parameterization_is_refused():
+    with pytest.raises(ValueError, match="parameterization must be one of epsilon, v"):
+        create_model(parameterization="x0")
