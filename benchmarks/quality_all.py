@@ -10,7 +10,8 @@ and ``--more-steps``, e.g. 50,100), the refresh interval S in {1, 2, 5, 10}, the
 writes it. ``--tables`` picks the tables whose missing fusions are computed now (a long job can be
 spread over several runs); the other tables show what their folders already hold, with the number
 of pairs in each row. Each folder's ``per_pair.csv``, ``summary.csv`` and ``run.json`` are copied to
-``docs/quality_all/``, and the defaults' ``report.md`` with its picture strips.
+``docs/quality_all/``, and the defaults' ``report.md`` with its picture strips; the quality-time plot
+(``--plot-metric`` vs seconds) goes to ``docs/quality_all_time.png``.
 
     python benchmarks/quality_all.py --data ../shared/data
 """
@@ -25,11 +26,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from dig2dig.runtime import api
+from dig2dig.runtime import api, io
 from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.sampler import Settings
 from machine import bundled_prior, machine_line
-from quality_sweep import Run, Table, add_run, estimate, format_tables, summaries, update_doc
+from quality_sweep import Run, Table, add_run, draw_plot, estimate, format_tables, plot_section, summaries, update_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- quality-all:begin -->", "<!-- quality-all:end -->"
@@ -121,6 +122,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--doc", default=str(ROOT / "docs" / "QUALITY.md"))
     parser.add_argument("--docs-results", default=str(ROOT / "docs" / "quality_all"),
                         help="where each folder's small result files are copied")
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "quality_all_time.png"))
+    parser.add_argument("--plot-metric", default="Qabf", choices=evaluation.KEY_METRICS)
     parser.add_argument("--max-side", type=int, default=MAX_SIDE)
     parser.add_argument("--more-steps", default="", help="comma-separated steps added to the steps table, e.g. 50,100")
     parser.add_argument("--tables", default=",".join(TABLES),
@@ -157,9 +160,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     copy_results(out, present, docs, tables["defaults"].rows[0][1])
     command = f"--data {args.data}" + (f" --max-side {args.max_side}" if args.max_side != MAX_SIDE else "") + (
         f" --more-steps {args.more_steps}" if args.more_steps else "")
+    anchors = [row for row in tables["defaults"].rows if row[2] not in evaluation.DIFFUSION_METHODS]
+    plot = Path(args.plot)
+    io.write_image(plot, draw_plot([Table("", tables["steps"].rows + anchors)], runs, results, args.plot_metric))
     lines = set_up(command, pairs, args.max_side, docs, doc) + format_tables(list(tables.values()), results)
+    lines += plot_section(plot, doc, args.plot_metric, "DIG and static at each step count of the steps table, and "
+                          "the classical anchors; the seconds are as noisy as the tables' column")
     update_doc(doc, "\n".join(lines), BEGIN, END)
-    print(f"wrote {doc} and {docs}")
+    print(f"wrote {doc}, {plot} and {docs}")
     return 0
 
 

@@ -319,6 +319,12 @@ def _panel(task: str, points: Dict[str, List[Tuple[float, float, str]]], colours
     return image
 
 
+def plot_section(plot: Path, doc: Path, metric: str, what: str) -> List[str]:
+    """The generated "Quality vs time" paragraph that shows ``plot`` (``what``: the points drawn)."""
+    return ["### Quality vs time", "", f"{metric} (mean per task) against seconds per fusion, {what}.", "",
+            f"![{metric} vs seconds]({os.path.relpath(plot, doc.parent)})", ""]
+
+
 def update_doc(doc: Path, block: str, begin: str = BEGIN, end: str = END) -> None:
     """Replace the block between ``begin`` and ``end`` in ``doc`` (append it when absent; create the file,
     with an empty Findings section, if needed)."""
@@ -393,11 +399,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         runner.close()
     print(f"done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     io.write_image(plot, draw_plot(tables, runs, results, args.plot_metric))
-    lines = set_up(args, pairs, providers) + format_tables(tables, results)
-    lines += ["### Quality vs time", "",
-              f"{args.plot_metric} (mean per task) against seconds per fusion, DIG and static at each step count "
-              "of the first table, and the classical anchors.", "",
-              f"![{args.plot_metric} vs seconds]({os.path.relpath(plot, doc.parent)})", ""]
+    lines = set_up(args, pairs, providers) + format_tables(tables, results) + plot_section(
+        plot, doc, args.plot_metric, "DIG and static at each step count of the first table, and the classical anchors")
     update_doc(doc, "\n".join(lines))
     print(f"wrote {doc} and {plot}")
     return 0
