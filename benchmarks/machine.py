@@ -41,7 +41,7 @@ def machine_line() -> str:
 
 def bundled_prior() -> str:
     """Which bundled prior a benchmark ran: its path and the start of its SHA-256."""
-    from dig2dig.models import DEFAULT_DIR, sha256
+    from dig2dig.models import DEFAULT_DIR, default_model_path, sha256
 
-    path = DEFAULT_DIR / "model.onnx"
-    return f"models/default/model.onnx, SHA-256 {sha256(path)[:12]}"
+    path = default_model_path()
+    return f"{path.relative_to(DEFAULT_DIR.parents[1]).as_posix()}, SHA-256 {sha256(path)[:12]}"

@@ -160,7 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     copy_results(out, present, docs, tables["defaults"].rows[0][1])
     command = f"--data {args.data}" + (f" --max-side {args.max_side}" if args.max_side != MAX_SIDE else "") + (
         f" --more-steps {args.more_steps}" if args.more_steps else "")
-    anchors = [row for row in tables["defaults"].rows if row[2] not in evaluation.DIFFUSION_METHODS]
+    anchors = [row for row in tables["defaults"].rows if row[2] in evaluation.CLASSICAL_METHODS]
     plot = Path(args.plot)
     io.write_image(plot, draw_plot([Table("", tables["steps"].rows + anchors)], runs, results, args.plot_metric))
     lines = set_up(command, pairs, args.max_side, docs, doc) + format_tables(list(tables.values()), results)
