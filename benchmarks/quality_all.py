@@ -5,8 +5,8 @@ generated block of docs/QUALITY.md.
 this runs every pair of ``--data`` (long side ``--max-side`` px) around the defaults themselves
 (``Settings()``, each task's tau): DIG vs static guidance and the classical anchors, steps (10, 25,
 and ``--more-steps``, e.g. 50,100), the refresh interval S in {1, 2, 5, 10}, the window in {9, 21,
-41}, one tau for every task in {0.25, 0.5, 1, 2} against the per-task taus, and Dig2DIG's softmax as written
-(absolute temperature 1). One resumable sub-folder of ``--out`` per setting, as ``dig2dig eval``
+41}, one tau for every task in {0.25, 0.5, 1, 2} against the per-task taus, Dig2DIG's softmax as written
+(absolute temperature 1), and the E-step window in {1 (DDFM), 3, 5, 9} for DIG and {1, 5} for static. One resumable sub-folder of ``--out`` per setting, as ``dig2dig eval``
 writes it. ``--tables`` picks the tables whose missing fusions are computed now (a long job can be
 spread over several runs); the other tables show what their folders already hold, with the number
 of pairs in each row. Each folder's ``per_pair.csv``, ``summary.csv`` and ``run.json`` are copied to
@@ -39,9 +39,11 @@ STEPS = (10, 25)
 DIG_EVERY = (1, 2, 5, 10)
 DIG_WINDOW = (9, 21, 41)
 FIXED_TAU = (0.25, 0.5, 1.0, 2.0)
+EM_WINDOW = (1, 3, 5, 9)
+EM_WINDOW_STATIC = (1, 5)
 LABELS = {"dig": "DIG", "static": "static (DDFM)", "average": "average (classical)",
           "laplacian": "Laplacian pyramid (classical)"}
-TABLES = ("defaults", "steps", "every", "window", "tau", "norm")
+TABLES = ("defaults", "steps", "every", "window", "tau", "norm", "em")
 COPIED = (evaluation.PER_PAIR, evaluation.SUMMARY, evaluation.RUN)
 
 
@@ -76,6 +78,11 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
         ("relative to the RMS spread, tau per task (default)", add(base, "dig"), "dig"),
         ("absolute, tau = 1 (Dig2DIG's softmax as written)",
          add(replace(base, dig_norm="absolute", dig_tau=1.0), "dig", task_tau=False), "dig")])
+    rows = [(f"{LABELS[method]}, em_window = {window}" + (" (DDFM's E-step)" if window == 1 else "")
+             + (" (default)" if window == base.em_window else ""),
+             add(replace(base, em_window=window), method), method)
+            for method, windows in (("dig", EM_WINDOW), ("static", EM_WINDOW_STATIC)) for window in windows]
+    tables["em"] = Table(f"E-step window (geometric mean of DDFM's E-step weights; ours), {base.steps} steps", rows)
     return runs, tables
 
 
@@ -108,7 +115,7 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], max_side: int, docs: 
             f"INTER_AREA so that the long side is at most {max_side} px; every metric and time is at that size. "
             f"Model: the bundled prior ({bundled_prior()}).", "",
             f"Unless a table varies it, the defaults of `dig2dig fuse`: {base.steps} steps, DIG refresh every "
-            f"{base.dig_every} steps, window {base.dig_window}, tau per task ({api.TASK_DIG_TAU_TEXT}), lamb "
+            f"{base.dig_every} steps, window {base.dig_window}, E-step window {base.em_window}, tau per task ({api.TASK_DIG_TAU_TEXT}), lamb "
             f"{base.lamb:g}, rho {base.rho:g}, seed {base.seed}. Each cell is the mean over the task's pairs; "
             "n is the number of pairs a row holds so far. Per-pair rows, std and the other metrics: "
             f"[{os.path.relpath(docs, doc.parent)}/]({os.path.relpath(docs, doc.parent)}/), one folder per "

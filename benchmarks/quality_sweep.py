@@ -77,10 +77,12 @@ class Table:
 
 
 def folder_name(settings: Settings, task_tau: bool = False) -> str:
-    """``steps10_every2_window9_tau2``: ``tautask`` with each task's tau, ``_absolute`` for the absolute temperature."""
+    """``steps10_every2_window9_tau2``: ``tautask`` with each task's tau, ``_absolute`` for the absolute
+    temperature, ``_emN`` for an E-step window N > 1."""
     tau = "task" if task_tau else f"{settings.dig_tau:g}"
     name = f"steps{settings.steps}_every{settings.dig_every}_window{settings.dig_window}_tau{tau}"
-    return name + ("_absolute" if settings.dig_norm == "absolute" else "")
+    return (name + ("_absolute" if settings.dig_norm == "absolute" else "")
+            + (f"_em{settings.em_window}" if settings.em_window > 1 else ""))
 
 
 def add_run(runs: Dict[str, Run], settings: Settings, method: str, task_tau: bool = False) -> str:

@@ -40,6 +40,7 @@ import numpy as np
 
 from .color import RGB_FROM_YCBCR, YCBCR_FROM_RGB, YCBCR_OFFSET
 from .dig import check_dig_args
+from .em import check_em_window
 from .rng import stream_key
 
 KERNEL_DIR = Path(__file__).resolve().parent
@@ -65,6 +66,8 @@ KERNELS: Dict[str, Tuple[str, str]] = {
     "dig_vbox": ("dig", "PPPPPiiiifi"),
     "dig_softmax": ("dig", "PPPii"),
     "em_estep": ("em", "P" * 12 + "ii"),
+    "em_log_hbox": ("em", "PPPiii"),
+    "em_exp_vbox": ("em", "PPPiii"),
     "em_chebyshev": ("em", "PPPPfii"),
     "em_update": ("em", "P" * 10 + "ffiii"),
     "mark_nonfinite": ("array", "PPIi"),
@@ -364,15 +367,17 @@ class CudaKernels:
                            counter=zeros(1, np.uint32))
 
     def em_step(self, f_pre: Any, I: Any, V: Any, state: CudaEMState, lamb: float, rho: float,  # noqa: E741
-                w_i: Optional[Any], w_v: Optional[Any], out: Any) -> None:
+                w_i: Optional[Any], w_v: Optional[Any], out: Any, window: int = 1) -> None:
         """One EM step on ``(H, W)`` arrays: the fused estimate into ``out``, ``state`` updated in place.
 
-        As ``em.em_step`` except that the TV proximal solve runs :data:`EM_SOLVE_ITERATIONS`
-        Chebyshev iterations (from zero, with the FFT's circular differences) instead of an FFT.
+        As ``em.em_step`` (``window`` > 1: the E-step weights' geometric mean) except that the TV
+        proximal solve runs :data:`EM_SOLVE_ITERATIONS` Chebyshev iterations (from zero, with the
+        FFT's circular differences) instead of an FFT.
         """
         if (w_i is None) != (w_v is None):
             raise ValueError("give both source weights w_i and w_v, or neither")
         shape = state.shape
+        check_em_window(shape, window)
         arrays = [("f_pre", f_pre), ("I", I), ("V", V), ("out", out)]
         arrays += [] if w_i is None else [("w_i", w_i), ("w_v", w_v)]
         for name, array in arrays:
@@ -385,6 +390,13 @@ class CudaKernels:
             taus + 8 * state.slot, taus + 8 * (1 - state.slot), state.C.gpudata, state.D.gpudata,
             state.rhs.gpudata, state.partials.gpudata, state.counter.gpudata, height, width)
         state.slot = 1 - state.slot
+        if window > 1:
+            hsum = self.scratch("em_hsum", 8 * height * width)
+            planes = grid + (2,)
+            self.function("em_log_hbox").prepared_async_call(
+                planes, TILE, self.stream, state.C.gpudata, state.D.gpudata, hsum, height, width, window // 2)
+            self.function("em_exp_vbox").prepared_async_call(
+                planes, TILE, self.stream, hsum, state.C.gpudata, state.D.gpudata, height, width, window // 2)
         solve = [array.gpudata for array in state.solve]
         self.driver.memset_d32_async(solve[0], 0, height * width, self.stream)
         chebyshev = self.function("em_chebyshev")

@@ -9,6 +9,7 @@
 //   dig_softmax  weights = softmax_k(gains / tau).
 // Borders are reflect-101 (the caller guarantees radius < H and radius < W).
 
+#include "border.cuh"
 #include "reduce.cuh"
 
 #define DIG_MAX_SOURCES 4
@@ -17,12 +18,6 @@
 #define VBOX_X 32
 #define VBOX_Y 8
 #define VBOX_THREADS (VBOX_X * VBOX_Y)
-
-__device__ __forceinline__ int reflect101(int i, int n)
-{
-    i = i < 0 ? -i : i;
-    return i >= n ? 2 * n - 2 - i : i;
-}
 
 // grid (ceil(W / HBOX_THREADS), H, K), block HBOX_THREADS, shared (HBOX_THREADS + 2 radius) floats.
 extern "C" __global__ void dig_hbox(const float* __restrict__ sources, const float* __restrict__ x0_t,

@@ -8,6 +8,7 @@
 // K1, K2 are the circular forward differences of NumPy's FFT solve, so K1^T K1 + K2^T K2 is the
 // periodic 5-point Laplacian: A H = 5 H - (its 4 circular neighbours). A's spectrum lies in [1, 9].
 
+#include "border.cuh"
 #include "reduce.cuh"
 
 #define EM_X 32
@@ -58,6 +59,35 @@ extern "C" __global__ void em_estep(const float* __restrict__ f_pre, const float
         tau_out[0] = (float)(sum_c / count) + tau_a / 2.0f;
         tau_out[1] = (float)(sum_d / count) + tau_b / 2.0f;
     }
+}
+
+// grid (ceil(W / EM_X), ceil(H / EM_Y), 2): plane z of (C, D) -> hsum[z] = the sum of log over the
+// 2 radius + 1 pixels of its row centred on each pixel. hsum holds 2 H W floats.
+extern "C" __global__ void em_log_hbox(const float* __restrict__ C, const float* __restrict__ D,
+                                       float* __restrict__ hsum, int height, int width, int radius)
+{
+    const int x = blockIdx.x * EM_X + threadIdx.x;
+    const int y = blockIdx.y * EM_Y + threadIdx.y;
+    if (x >= width || y >= height) return;
+    const float* row = (blockIdx.z == 0 ? C : D) + (size_t)y * width;
+    float sum = 0.0f;
+    for (int d = -radius; d <= radius; ++d) sum += logf(row[reflect101(x + d, width)]);
+    hsum[(size_t)blockIdx.z * height * width + (size_t)y * width + x] = sum;
+}
+
+// grid as em_log_hbox: plane z of (C, D) = exp(the mean of hsum[z] over the 2 radius + 1 rows
+// centred on each pixel), the window's geometric mean.
+extern "C" __global__ void em_exp_vbox(const float* __restrict__ hsum, float* __restrict__ C,
+                                       float* __restrict__ D, int height, int width, int radius)
+{
+    const int x = blockIdx.x * EM_X + threadIdx.x;
+    const int y = blockIdx.y * EM_Y + threadIdx.y;
+    if (x >= width || y >= height) return;
+    const float* column = hsum + (size_t)blockIdx.z * height * width + x;
+    float sum = 0.0f;
+    for (int d = -radius; d <= radius; ++d) sum += column[(size_t)reflect101(y + d, height) * width];
+    const float area = (float)((2 * radius + 1) * (2 * radius + 1));
+    (blockIdx.z == 0 ? C : D)[(size_t)y * width + x] = expf(sum / area);
 }
 
 // next = omega (cur - prev + (rhs - A cur) / 5) + prev (Chebyshev semi-iteration on Richardson

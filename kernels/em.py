@@ -14,6 +14,14 @@ Dig2DIG (Cao et al. 2025, arXiv 2503.18627) weights each source per pixel. Here 
 ``w_i``, ``w_v`` (summing to 1 per pixel) scale, in the X update only, the data term that pulls the
 returned F toward that source: D -> 2 w_i D and C -> 2 w_v C (K w with K = 2 sources). Uniform
 weights reproduce DDFM exactly; the E-step and the tau updates stay DDFM's.
+
+Our one change to DDFM, off by default in this function (``window = 1``): C and D are set per
+pixel by ``|I - f|`` and ``|f - V|``, so where the sources differ little they swing by orders of
+magnitude between neighbouring pixels, and F flips from one source to the other pixel by pixel:
+the speckle of docs/QUALITY.md ("Temperature"). ``window`` > 1 replaces C and D by their
+``window`` x ``window`` geometric means (``exp(box_mean(log))``, reflect-101 borders) after the
+clamp and the tau updates, before the source weights scale them: a weight's scale, not its
+per-pixel noise, decides which source a pixel follows.
 """
 from __future__ import annotations
 
@@ -22,6 +30,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 from numpy.typing import DTypeLike
+
+from .dig import box_mean
 
 
 @dataclass(frozen=True)
@@ -61,19 +71,26 @@ def em_init(shape: Tuple[int, int], dtype: DTypeLike = np.float32) -> EMState:
                    conj_k1=conj_k1, conj_k2=conj_k2, denom=denom.astype(dtype))
 
 
+def check_em_window(shape: Tuple[int, ...], window: int) -> None:
+    """Raise ValueError unless ``window`` is odd, >= 1 and its radius fits ``(H, W)`` (reflect-101)."""
+    if window < 1 or window % 2 == 0 or window // 2 >= min(shape):
+        raise ValueError(f"EM window must be odd, >= 1 and < 2*min(H, W), got {window} for {tuple(shape)}")
+
+
 def em_step(f_pre: np.ndarray, I: np.ndarray, V: np.ndarray, state: EMState, lamb: float = 0.5,
             rho: float = 0.001, w_i: Optional[np.ndarray] = None,
-            w_v: Optional[np.ndarray] = None) -> Tuple[np.ndarray, EMState]:
+            w_v: Optional[np.ndarray] = None, window: int = 1) -> Tuple[np.ndarray, EMState]:
     """One EM step on ``(H, W)`` arrays: the fused estimate F and the state for the next step.
 
     ``f_pre`` is the current luminance estimate, ``I`` and ``V`` the sources (in DDFM's sampler
     I is the visible and V the infrared image). ``w_i`` / ``w_v`` are optional per-pixel source
     weights (both or neither; see the module docstring), None meaning DDFM's uniform 0.5 / 0.5.
     ``lamb`` weighs the TV term and ``rho`` is the splitting penalty (DDFM's sampler passes
-    0.5 and 0.001).
+    0.5 and 0.001). ``window`` smooths the E-step weights (module docstring); 1 is DDFM.
     """
     if (w_i is None) != (w_v is None):
         raise ValueError("give both source weights w_i and w_v, or neither")
+    check_em_window(f_pre.shape, window)
     two = f_pre.dtype.type(2)
     Y = I - V
     X = f_pre - V
@@ -82,6 +99,8 @@ def em_step(f_pre: np.ndarray, I: np.ndarray, V: np.ndarray, state: EMState, lam
     D = np.minimum(D, 2 * C)
     tau_b = np.mean(1 / (D + 1e-10) + state.tau_b / two)
     tau_a = np.mean(1 / (C + 1e-10) + state.tau_a / two)
+    if window > 1:
+        C, D = np.exp(box_mean(np.log(np.stack([C, D])), window)).astype(f_pre.dtype)
 
     spectrum = (np.fft.fft2(Y - X) + state.conj_k1 * np.fft.fft2(state.F1)
                 + state.conj_k2 * np.fft.fft2(state.F2)) / state.denom

@@ -11,7 +11,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from .api import PAPER_DIG_TAU, TASK_DIG_TAU_TEXT, default_settings
-from .errors import Dig2DigError
+from .errors import Dig2DigError, InputError
 from .sampler import Settings
 
 SETTINGS_DEFAULTS = Settings()
@@ -36,6 +36,8 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dig-norm", default=SETTINGS_DEFAULTS.dig_norm, choices=["spread", "absolute"],
                    help="spread: temperature scaled by the gains' RMS spread (ours); "
                         "absolute: softmax(gains / tau), with tau = 1 the paper's formula as written")
+    p.add_argument("--em-window", type=int, default=SETTINGS_DEFAULTS.em_window,
+                   help="odd window (px) of the geometric mean of DDFM's E-step weights; 1: DDFM's per-pixel weights")
     p.add_argument("--lamb", type=float, default=SETTINGS_DEFAULTS.lamb)
     p.add_argument("--rho", type=float, default=SETTINGS_DEFAULTS.rho)
     p.add_argument("--seed", type=int, default=SETTINGS_DEFAULTS.seed)
@@ -44,7 +46,7 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     chosen = dict(steps=args.steps, guidance=args.guidance, dig_every=args.dig_every, dig_window=args.dig_window,
-                  dig_norm=args.dig_norm, lamb=args.lamb, rho=args.rho, seed=args.seed)
+                  dig_norm=args.dig_norm, em_window=args.em_window, lamb=args.lamb, rho=args.rho, seed=args.seed)
     if args.schedule:
         from ..calibration.steps import load_schedule
 
@@ -53,7 +55,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         chosen["dig_tau"] = args.dig_tau
     elif args.dig_norm == "absolute":
         chosen["dig_tau"] = PAPER_DIG_TAU
-    return default_settings(args.task, **chosen)
+    try:
+        return default_settings(args.task, **chosen)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
 
 
 def _fuse(args: argparse.Namespace) -> int:

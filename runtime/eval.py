@@ -45,7 +45,7 @@ DIFFUSION_METHODS = ("dig", "static")
 CLASSICAL_METHODS = ("average", "laplacian")
 METHODS = DIFFUSION_METHODS + CLASSICAL_METHODS
 # Settings fields added after run.json existed: recorded only when set, so older folders still resume.
-LATER_SETTINGS: Dict[str, Any] = {"timesteps": None, "dig_norm": "spread"}
+LATER_SETTINGS: Dict[str, Any] = {"timesteps": None, "dig_norm": "spread", "em_window": 1}
 KEY_METRICS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIFF", "Qabf", "SSIM")
 VALUE_COLUMNS = METRIC_NAMES + ("seconds",)
 PAIR_COLUMNS = ("task", "dataset", "name", "method", "steps", "height", "width", "seconds") + METRIC_NAMES + ("error",)
@@ -131,7 +131,8 @@ def downscale_pair(pair: Pair, folder: PathLike, max_side: int) -> Pair:
     a pair already small enough is returned unchanged.
     """
     sources = api.prepare_sources([pair.a, pair.b])
-    size = io.shrunk_size(*sources[0].luma.shape, max_side)
+    height, width = sources[0].luma.shape
+    size = io.shrunk_size(height, width, max_side)
     if size is None:
         return pair
     paths = [Path(folder) / f"{pair.key}_{role}.png" for role in ("a", "b")]
@@ -432,7 +433,7 @@ def format_report(summary: Sequence[Row], rows: Sequence[Row], pairs: Sequence[P
                 "Sources at their native resolution."),
              "",
              f"Diffusion settings: {settings.steps} steps; DIG refresh every {settings.dig_every} steps, "
-             f"window {settings.dig_window}, tau {tau}; lamb {settings.lamb:g}, rho {settings.rho:g}, "
+             f"window {settings.dig_window}, tau {tau}; E-step window {settings.em_window}; lamb {settings.lamb:g}, rho {settings.rho:g}, "
              f"seed {settings.seed}; model: {model or 'the bundled prior'}.",
              "",
              "Metrics: `runtime/metrics.py` (CDDFuse Evaluator conventions) on the grey fused image vs the grey "
@@ -483,6 +484,8 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--dig-norm", default=defaults.dig_norm, choices=["spread", "absolute"],
                    help="spread: temperature scaled by the gains' RMS spread (ours); "
                         "absolute: softmax(gains / tau), with tau = 1 the paper's formula as written")
+    p.add_argument("--em-window", type=int, default=defaults.em_window,
+                   help="odd window (px) of the geometric mean of DDFM's E-step weights; 1: DDFM's per-pixel weights")
     p.add_argument("--max-side", type=int, metavar="PX",
                    help="downscale both sources (INTER_AREA) so that the long side is at most PX")
     p.add_argument("--model", help="ONNX model or TensorRT plan (default: the bundled prior)")
@@ -504,7 +507,7 @@ def run_command(args: argparse.Namespace) -> int:
         else Settings().dig_tau
     try:
         settings = Settings(steps=args.steps, dig_every=args.dig_every, dig_window=args.dig_window, dig_tau=tau,
-                            dig_norm=args.dig_norm)
+                            dig_norm=args.dig_norm, em_window=args.em_window)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     pairs = find_pairs(args.data, args.task, args.dataset, args.limit_per_dataset)

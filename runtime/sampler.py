@@ -8,7 +8,8 @@ Read top to bottom, one step is:
 3. on a refresh: per-pixel information gains of each source between t and t' and their softmax
    weights (Cao et al. 2025, Dig2DIG, Sec. 3); otherwise reuse the last weights;
 4. guidance: DDFM's EM step pulls the luminance of x0 toward the sources (Zhao et al. 2023),
-   each source's data term scaled by its weight; uniform weights give DDFM exactly;
+   each source's data term scaled by its weight; uniform weights and ``em_window = 1`` give DDFM
+   exactly (``em_window`` > 1 smooths the E-step's per-pixel weights, ``kernels/em.py``);
 5. DDIM update (eta = 0) from the corrected x0.
 
 The loop is written once over ``ops``: the NumPy twins (``kernels.NUMPY_OPS``, the CPU path) or
@@ -43,6 +44,7 @@ class Settings:
     dig_window: int = 41
     dig_tau: float = 1.0
     dig_norm: str = "spread"  # "spread": temperature dig_tau x RMS gain spread; "absolute": dig_tau itself
+    em_window: int = 1  # E-step weights: geometric mean over em_window x em_window; 1 = DDFM
     lamb: float = 0.5
     rho: float = 0.001
     seed: int = 0
@@ -55,8 +57,11 @@ class Settings:
         if self.timesteps is not None:
             self.timesteps = tuple(int(t) for t in self.timesteps)
             self.steps = len(self.timesteps)
-        if self.steps < 1 or self.dig_every < 1 or self.dig_window < 1 or self.dig_window % 2 == 0:
-            raise ValueError("steps and dig_every must be >= 1 and dig_window a positive odd number")
+        if self.steps < 1 or self.dig_every < 1:
+            raise ValueError("steps and dig_every must be >= 1")
+        for name in ("dig_window", "em_window"):
+            if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
+                raise ValueError(f"{name} must be a positive odd number, got {getattr(self, name)}")
 
 
 @dataclass
@@ -109,6 +114,7 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
     x = x_T
     weights = None
     em_state = ops.em_init(sources.shape[1:])
+    em_window = min(settings.em_window, 2 * min(sources.shape[1:]) - 1)  # tiny images: whole image
     nonfinite = ops.nonfinite_init()  # first step whose model output held NaN/Inf, read after the loop
     steps = len(schedule.timesteps)
     for i in range(steps):
@@ -146,7 +152,7 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
             ycc = ops.rgb_to_ycbcr(x0) if channels == 3 else x0
             fused, em_state = ops.em_step(ycc[0], sources[1], sources[0], em_state, settings.lamb, settings.rho,
                                           None if weights is None else weights[1],
-                                          None if weights is None else weights[0])
+                                          None if weights is None else weights[0], em_window)
             x0 = ops.ycbcr_to_rgb(ops.replace_channel0(ycc, fused)) if channels == 3 else fused[None]
             x = ops.ddim_update(x, x0, abar, abar_prev)
         if progress is not None:

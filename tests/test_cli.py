@@ -55,6 +55,19 @@ def test_dig_norm_absolute_is_the_plain_softmax(pair: Tuple[str, str], tmp_path:
     assert np.abs(huge - static).max() <= 1 and not np.array_equal(spread, absolute)
 
 
+def test_em_window_smooths_the_e_step(pair: Tuple[str, str], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture) -> None:
+    """--em-window 1 is DDFM's per-pixel E-step, another odd window changes the fusion, an even one
+    is a clear one-line error that leaves the output alone."""
+    for name, window in (("plain.png", "1"), ("smooth.png", "5")):
+        assert fuse([*pair, "-o", str(tmp_path / name), "--em-window", window]) == 0
+    plain, smooth = (cv2.imread(str(tmp_path / n), 0).astype(int) for n in ("plain.png", "smooth.png"))
+    assert np.abs(plain - smooth).mean() > 0.5
+    assert fuse([*pair, "-o", str(tmp_path / "plain.png"), "--em-window", "4"]) == 2
+    assert "em_window must be a positive odd number, got 4" in capsys.readouterr().err
+    assert np.array_equal(cv2.imread(str(tmp_path / "plain.png"), 0).astype(int), plain)
+
+
 def test_init_noise_replaces_the_seeded_start(pair: Tuple[str, str], tmp_path: Path) -> None:
     noise = np.random.default_rng(5).standard_normal((1, 64, 96)).astype(np.float32)
     np.save(tmp_path / "x.npy", noise)

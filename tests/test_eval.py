@@ -6,6 +6,7 @@ import json
 import math
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, List
 
@@ -131,14 +132,16 @@ def test_other_settings_need_another_folder(data: Path, tmp_path: Path) -> None:
 
 
 def test_later_settings_are_recorded_only_when_set(data: Path, tmp_path: Path) -> None:
-    """Folders written before dig_norm/timesteps existed still resume; setting them needs a new folder."""
+    """Folders written before dig_norm/timesteps/em_window existed still resume; setting them needs a new folder."""
     out = tmp_path / "out"
     pairs = evaluation.find_pairs(data)
-    evaluation.evaluate(pairs, out, ["average"], Settings(steps=2), max_side=64, quiet=True)
-    assert "dig_norm" not in (out / "run.json").read_text() and "timesteps" not in (out / "run.json").read_text()
-    evaluation.evaluate(pairs, out, ["average"], Settings(steps=2), max_side=64, quiet=True)
-    with pytest.raises(InputError, match="other settings"):
-        evaluation.evaluate(pairs, out, ["average"], Settings(steps=2, dig_norm="absolute"), max_side=64)
+    before = Settings(steps=2, em_window=1)
+    evaluation.evaluate(pairs, out, ["average"], before, max_side=64, quiet=True)
+    assert not {"dig_norm", "timesteps", "em_window"} & set(json.loads((out / "run.json").read_text())["settings"])
+    evaluation.evaluate(pairs, out, ["average"], before, max_side=64, quiet=True)
+    for later in (dict(dig_norm="absolute"), dict(em_window=5)):
+        with pytest.raises(InputError, match="other settings"):
+            evaluation.evaluate(pairs, out, ["average"], replace(before, **later), max_side=64)
 
 
 def test_eval_dig_norm_absolute_runs_the_plain_softmax(data: Path, tmp_path: Path) -> None:

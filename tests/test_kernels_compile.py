@@ -206,3 +206,23 @@ def test_launchers_dry_run(monkeypatch):
         assert after[1] == before[2] and after[2] == before[3]  # prev <- cur, cur <- next
     assert len({args[3] for args in chebyshev[:3]}) == 3
     assert launches[-1][3][2] == chebyshev[-1][3]  # em_update reads the last iterate as H
+
+
+def test_em_window_launches(monkeypatch):
+    """With an E-step window the two box passes run between em_estep and the solve, on both planes."""
+    calls: list = []
+    ops = fake_kernels(monkeypatch, calls)
+    height, width = 37, 70
+    image = [FakeArray((height, width)) for _ in range(4)]
+    state = ops.em_init((height, width))
+    ops.em_step(*image[:3], state, 0.5, 0.001, None, None, image[3], window=5)
+    with pytest.raises(ValueError, match="EM window"):
+        ops.em_step(*image[:3], state, 0.5, 0.001, None, None, image[3], window=4)
+    ops.close()
+    launches = [call for call in calls if call[0] != "memset"]
+    assert [call[0] for call in launches[:3]] == ["em_estep", "em_log_hbox", "em_exp_vbox"]
+    for name, grid, block, args in launches[1:3]:
+        assert grid[2] == 2 and grid[0] * block[0] >= width and grid[1] * block[1] >= height, name
+        assert args[-3:] == (height, width, 2), name
+    hbox, vbox = launches[1][3], launches[2][3]
+    assert hbox[:2] == (state.C.gpudata, state.D.gpudata) and vbox[1:3] == hbox[:2] and vbox[0] == hbox[2]

@@ -42,7 +42,7 @@ def test_static_mode_reproduces_ddfm_sampler(small_reference_onnx: str, steps: i
     # DDFM's EM takes I = visible and V = infrared; our sources are (A, B) = (infrared, visible).
     sources = np.stack([ref["V"][0, 0], ref["I"][0, 0]]).astype(np.float32)
     runner = OrtRunner(small_reference_onnx)
-    out = sample(runner, sources, Settings(steps=steps, guidance="static"), ref["x_start"][0])
+    out = sample(runner, sources, Settings(steps=steps, guidance="static", em_window=1), ref["x_start"][0])
     expected = ref[f"r{steps}_final_sample"][0]
     assert out.shape == expected.shape
     assert np.abs(out - expected).max() <= 1e-3
@@ -83,14 +83,14 @@ def test_dig_mode_on_real_pairs(task: str, dataset: str, name: str, tmp_path: Pa
 @pytest.mark.parametrize("shape", [(37, 53), (6, 9)])
 def test_padding_keeps_every_pixel(shape: tuple, tmp_path: Path) -> None:
     """Sizes that are not multiples of the model's downsampling are reflect-padded and cropped back;
-    images smaller than the DIG window still fuse (the window shrinks to the image)."""
+    images smaller than the DIG and E-step windows still fuse (the windows shrink to the image)."""
     rng = np.random.default_rng(0)
     img = (rng.random(shape) * 255).astype(np.uint8)
     import cv2
 
     cv2.imwrite(str(tmp_path / "a.png"), img)
     cv2.imwrite(str(tmp_path / "b.png"), 255 - img)
-    result = api.fuse(tmp_path / "a.png", tmp_path / "b.png", settings=Settings(steps=2))
+    result = api.fuse(tmp_path / "a.png", tmp_path / "b.png", settings=Settings(steps=2, em_window=41))
     assert result.image.shape == shape
     multiple = api.open_runner().info.multiple
     assert result.raw.shape[1] % multiple == 0 and result.raw.shape[2] % multiple == 0
