@@ -54,9 +54,10 @@ FINDINGS = ("## Findings\n\n"
             "and the sweep never rewrites it. -->\n\n"
             "_To be written._\n")
 CALIBRATION_T = 500
-# The sweep's starting point: the defaults before this sweep chose them (window 9, tau 2). The
-# knobs vary around it one at a time; the chosen defaults are checked jointly in the Findings.
-BASE = Settings(dig_window=9, dig_tau=2.0)
+# The sweep's starting point: the defaults before this sweep chose them (window 9, tau 2, DDFM's
+# per-pixel E-step). The knobs vary around it one at a time; the chosen defaults are checked
+# jointly in the Findings. The E-step window is varied on all pairs (quality_all.py).
+BASE = Settings(dig_window=9, dig_tau=2.0, em_window=1)
 
 
 @dataclass
@@ -349,6 +350,7 @@ def set_up(args: argparse.Namespace, pairs: Sequence[evaluation.Pair], providers
     listed = "; ".join(f"{task}: " + ", ".join(f"{p.dataset}/{p.name}" for p in pairs if p.task == task)
                        for task in api.TASKS)
     base = BASE
+    e_step = f"E-step window {base.em_window}" + (" (DDFM's)" if base.em_window == 1 else "")
     return ["## Sweep set-up (generated)", "",
             f"Command: `python benchmarks/quality_sweep.py {' '.join(sys.argv[1:])}`", "",
             f"Machine: {machine_line()}; backend {args.backend} ({', '.join(providers)}).", "",
@@ -358,7 +360,7 @@ def set_up(args: argparse.Namespace, pairs: Sequence[evaluation.Pair], providers
             f"Sources downscaled with OpenCV INTER_AREA so that the long side is at most {args.max_side} px; "
             "every metric and time is at that size.", "",
             f"Unless a table varies it: DIG refresh every {base.dig_every} steps, window {base.dig_window}, "
-            f"tau {base.dig_tau:g}, lamb {base.lamb:g}, rho {base.rho:g}, seed {base.seed}. Metrics: "
+            f"tau {base.dig_tau:g}, {e_step}, lamb {base.lamb:g}, rho {base.rho:g}, seed {base.seed}. Metrics: "
             "`runtime/metrics.py` (CDDFuse Evaluator conventions), grey 0..255, A then B; each cell is the mean "
             "over the task's pairs (per-pair rows, std and the other metrics in each sub-folder's `per_pair.csv` "
             "and `summary.csv`). Seconds: wall time of one fusion on this machine.", ""]

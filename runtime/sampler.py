@@ -44,7 +44,7 @@ class Settings:
     dig_window: int = 41
     dig_tau: float = 1.0
     dig_norm: str = "spread"  # "spread": temperature dig_tau x RMS gain spread; "absolute": dig_tau itself
-    em_window: int = 1  # E-step weights: geometric mean over em_window x em_window; 1 = DDFM
+    em_window: int = 5  # E-step weights: geometric mean over em_window x em_window; 1 = DDFM (docs/QUALITY.md)
     lamb: float = 0.5
     rho: float = 0.001
     seed: int = 0
