@@ -6,7 +6,8 @@ this runs every pair of ``--data`` (long side ``--max-side`` px) around the defa
 (``Settings()``, each task's tau): DIG vs static guidance and the classical anchors, steps (10, 25,
 and ``--more-steps``, e.g. 50,100), the refresh interval S in {1, 2, 5, 10}, the window in {9, 21,
 41}, one tau for every task in {0.25, 0.5, 1, 2} against the per-task taus, Dig2DIG's softmax as written
-(absolute temperature 1), and the E-step window in {1 (DDFM), 3, 5, 9} for DIG and {1, 5} for static. One resumable sub-folder of ``--out`` per setting, as ``dig2dig eval``
+(absolute temperature 1), and the E-step window in {1 (DDFM), 3, 5, 9} for DIG and {1, 5} for static.
+One resumable sub-folder of ``--out`` per setting, as ``dig2dig eval``
 writes it. ``--tables`` picks the tables whose missing fusions are computed now (a long job can be
 spread over several runs); the other tables show what their folders already hold, with the number
 of pairs in each row. Each folder's ``per_pair.csv``, ``summary.csv`` and ``run.json`` are copied to

@@ -39,8 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .color import RGB_FROM_YCBCR, YCBCR_FROM_RGB, YCBCR_OFFSET
-from .dig import check_dig_args
-from .em import check_em_window
+from .dig import check_box_window, check_dig_args
 from .rng import stream_key
 
 KERNEL_DIR = Path(__file__).resolve().parent
@@ -377,7 +376,7 @@ class CudaKernels:
         if (w_i is None) != (w_v is None):
             raise ValueError("give both source weights w_i and w_v, or neither")
         shape = state.shape
-        check_em_window(shape, window)
+        check_box_window("EM", window, shape)
         arrays = [("f_pre", f_pre), ("I", I), ("V", V), ("out", out)]
         arrays += [] if w_i is None else [("w_i", w_i), ("w_v", w_v)]
         for name, array in arrays:

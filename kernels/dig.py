@@ -34,12 +34,18 @@ def box_mean(x: np.ndarray, window: int) -> np.ndarray:
     return padded / float(window * window)
 
 
+def check_box_window(what: str, window: int, shape: Tuple[int, ...]) -> None:
+    """Raise ValueError unless ``window`` is odd, >= 1 and its radius fits the last two axes of
+    ``shape`` (reflect-101 mirrors at most once); ``what`` names the window in the message."""
+    if window < 1 or window % 2 == 0 or window // 2 >= min(shape[-2:]):
+        raise ValueError(f"{what} window must be odd, >= 1 and < 2*min(H, W), got {window} for {tuple(shape)}")
+
+
 def check_dig_args(shape: Tuple[int, ...], window: int, tau: float, relative: bool = True) -> None:
     """Raise ValueError unless ``(K, H, W)`` inputs, an odd ``window`` and ``tau`` suit both twins."""
     if len(shape) != 3 or not 1 <= shape[0] <= MAX_SOURCES:
         raise ValueError(f"DIG inputs must be (K, H, W) with 1 <= K <= {MAX_SOURCES}, got {shape}")
-    if window < 1 or window % 2 == 0 or window // 2 >= min(shape[1:]):
-        raise ValueError(f"DIG window must be odd, >= 1 and < 2*min(H, W), got {window} for {shape}")
+    check_box_window("DIG", window, shape)
     if not (tau >= 0 if relative else tau > 0):
         raise ValueError(f"DIG tau must be {'>= 0' if relative else '> 0 when absolute'}, got {tau}")
 

@@ -18,8 +18,8 @@ weights reproduce DDFM exactly; the E-step and the tau updates stay DDFM's.
 Our one change to DDFM, off by default in this function (``window = 1``; the sampler's default
 is 5, ``Settings.em_window``): C and D are set per pixel by ``|I - f|`` and ``|f - V|``, so where
 the sources differ little they swing by orders of magnitude between neighbouring pixels, and F
-flips from one source to the other pixel by pixel: the speckle of docs/QUALITY.md ("E-step window"). ``window`` > 1 replaces C and D by their
-``window`` x ``window`` geometric means (``exp(box_mean(log))``, reflect-101 borders) after the
+flips from one source to the other pixel by pixel: the speckle of docs/QUALITY.md ("E-step
+window"). ``window`` > 1 replaces C and D by their ``window`` x ``window`` geometric means (``exp(box_mean(log))``, reflect-101 borders) after the
 clamp and the tau updates, before the source weights scale them: a weight's scale, not its
 per-pixel noise, decides which source a pixel follows.
 """
@@ -31,7 +31,7 @@ from typing import Optional, Tuple
 import numpy as np
 from numpy.typing import DTypeLike
 
-from .dig import box_mean
+from .dig import box_mean, check_box_window
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,6 @@ def em_init(shape: Tuple[int, int], dtype: DTypeLike = np.float32) -> EMState:
                    conj_k1=conj_k1, conj_k2=conj_k2, denom=denom.astype(dtype))
 
 
-def check_em_window(shape: Tuple[int, ...], window: int) -> None:
-    """Raise ValueError unless ``window`` is odd, >= 1 and its radius fits ``(H, W)`` (reflect-101)."""
-    if window < 1 or window % 2 == 0 or window // 2 >= min(shape):
-        raise ValueError(f"EM window must be odd, >= 1 and < 2*min(H, W), got {window} for {tuple(shape)}")
-
-
 def em_step(f_pre: np.ndarray, I: np.ndarray, V: np.ndarray, state: EMState, lamb: float = 0.5,
             rho: float = 0.001, w_i: Optional[np.ndarray] = None,
             w_v: Optional[np.ndarray] = None, window: int = 1) -> Tuple[np.ndarray, EMState]:
@@ -90,7 +84,7 @@ def em_step(f_pre: np.ndarray, I: np.ndarray, V: np.ndarray, state: EMState, lam
     """
     if (w_i is None) != (w_v is None):
         raise ValueError("give both source weights w_i and w_v, or neither")
-    check_em_window(f_pre.shape, window)
+    check_box_window("EM", window, f_pre.shape)
     two = f_pre.dtype.type(2)
     Y = I - V
     X = f_pre - V

@@ -114,7 +114,8 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
     x = x_T
     weights = None
     em_state = ops.em_init(sources.shape[1:])
-    em_window = min(settings.em_window, 2 * min(sources.shape[1:]) - 1)  # tiny images: whole image
+    whole_image = 2 * min(sources.shape[1:]) - 1  # the widest window that fits (tiny images)
+    dig_window, em_window = min(settings.dig_window, whole_image), min(settings.em_window, whole_image)
     nonfinite = ops.nonfinite_init()  # first step whose model output held NaN/Inf, read after the loop
     steps = len(schedule.timesteps)
     for i in range(steps):
@@ -143,8 +144,7 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
                 k = num_sources
                 x0_t = ops.luma_of(ops.predict_x0(batch[1:1 + k], eps[1:1 + k], abar))
                 x0_next = ops.luma_of(ops.predict_x0(batch[1 + k:], eps[1 + k:], abar_next))
-                window = min(settings.dig_window, 2 * min(sources.shape[1:]) - 1)  # tiny images: whole image
-                weights, gains = ops.dig_weights(sources, x0_t, x0_next, window, settings.dig_tau,
+                weights, gains = ops.dig_weights(sources, x0_t, x0_next, dig_window, settings.dig_tau,
                                                  settings.dig_norm == "spread")
                 trace.refreshes.append({"step": i, "t": t, "t_next": t_next, "weights": weights, "gains": gains})
 
