@@ -137,6 +137,9 @@ def kernel_cases(ops: CudaOps, height: int, width: int) -> List[Tuple[str, int, 
         ("luma_of (2 sources, 1 channel)", 1, 4 * plane, lambda: kernels.luma_of(batch, outs["pair"])),
         ("dig_weights (window 9)", 3, 16 * plane,
          lambda: kernels.dig_weights(pair, pair_t, pair_next, 9, 1.0, outs["pair"], outs["gains"])),
+        # each extra pass: a vertical mean and a horizontal sum, each reading and writing both planes
+        ("dig_weights (window 41, 3 passes)", 7, 32 * plane,
+         lambda: kernels.dig_weights(pair, pair_t, pair_next, 41, 1.0, outs["pair"], outs["gains"], True, 3)),
         # E-step, memset, the Chebyshev iterations (4 planes each), update
         (f"em_step (weighted, {EM_SOLVE_ITERATIONS} Chebyshev)", EM_SOLVE_ITERATIONS + 3,
          (8 + 1 + 4 * EM_SOLVE_ITERATIONS + 10) * plane,

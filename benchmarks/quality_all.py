@@ -6,7 +6,8 @@ this runs every pair of ``--data`` (long side ``--max-side`` px) around the defa
 (``Settings()``, each task's tau): DIG vs static guidance and the classical anchors, steps (10, 25,
 and ``--more-steps``, e.g. 50,100), the refresh interval S in {1, 2, 5, 10}, the window in {9, 21,
 41}, one tau for every task in {0.25, 0.5, 1, 2} against the per-task taus, Dig2DIG's softmax as written
-(absolute temperature 1), and the E-step window in {1 (DDFM), 3, 5, 9} for DIG and {1, 5} for static.
+(absolute temperature 1), the E-step window in {1 (DDFM), 3, 5, 9} for DIG and {1, 5} for static, and
+the DIG gain smoothing: a box of window w applied n times (``DIG_SMOOTHING``).
 One resumable sub-folder of ``--out`` per setting, as ``dig2dig eval``
 writes it. ``--tables`` picks the tables whose missing fusions are computed now (a long job can be
 spread over several runs); the other tables show what their folders already hold, with the number
@@ -42,9 +43,11 @@ DIG_WINDOW = (9, 21, 41)
 FIXED_TAU = (0.25, 0.5, 1.0, 2.0)
 EM_WINDOW = (1, 3, 5, 9)
 EM_WINDOW_STATIC = (1, 5)
+# (window, passes); the first three have about the same variance, passes * (window**2 - 1) / 12
+DIG_SMOOTHING = ((41, 1), (29, 2), (23, 3), (41, 3), (61, 1), (61, 3))
 LABELS = {"dig": "DIG", "static": "static (DDFM)", "average": "average (classical)",
           "laplacian": "Laplacian pyramid (classical)"}
-TABLES = ("defaults", "steps", "every", "window", "tau", "norm", "em")
+TABLES = ("defaults", "steps", "every", "window", "tau", "norm", "em", "smooth")
 COPIED = (evaluation.PER_PAIR, evaluation.SUMMARY, evaluation.RUN)
 
 
@@ -84,6 +87,11 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
              add(replace(base, em_window=window), method), method)
             for method, windows in (("dig", EM_WINDOW), ("static", EM_WINDOW_STATIC)) for window in windows]
     tables["em"] = Table(f"E-step window (geometric mean of DDFM's E-step weights; ours), {base.steps} steps", rows)
+    default = (base.dig_window, base.dig_passes)
+    tables["smooth"] = Table(f"DIG gain smoothing: a box of window w applied n times, DIG at {base.steps} steps", [
+        (f"w = {window}, n = {passes}" + (" (default)" if (window, passes) == default else "")
+         + f", std {((passes * (window * window - 1) / 12) ** 0.5):.1f} px",
+         add(replace(base, dig_window=window, dig_passes=passes), "dig"), "dig") for window, passes in DIG_SMOOTHING])
     return runs, tables
 
 
@@ -116,8 +124,8 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], max_side: int, docs: 
             f"INTER_AREA so that the long side is at most {max_side} px; every metric and time is at that size. "
             f"Model: the bundled prior ({bundled_prior()}).", "",
             f"Unless a table varies it, the defaults of `dig2dig fuse`: {base.steps} steps, DIG refresh every "
-            f"{base.dig_every} steps, window {base.dig_window}, E-step window {base.em_window}, tau per task ({api.TASK_DIG_TAU_TEXT}), lamb "
-            f"{base.lamb:g}, rho {base.rho:g}, seed {base.seed}. Each cell is the mean over the task's pairs; "
+            f"{base.dig_every} steps, window {base.dig_window} x {base.dig_passes} passes, E-step window "
+            f"{base.em_window}, tau per task ({api.TASK_DIG_TAU_TEXT}), lamb {base.lamb:g}, rho {base.rho:g}, seed {base.seed}. Each cell is the mean over the task's pairs; "
             "n is the number of pairs a row holds so far. Per-pair rows, std and the other metrics: "
             f"[{os.path.relpath(docs, doc.parent)}/]({os.path.relpath(docs, doc.parent)}/), one folder per "
             "setting. Seconds: wall time of one fusion on this machine.", ""]

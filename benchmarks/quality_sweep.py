@@ -54,10 +54,10 @@ FINDINGS = ("## Findings\n\n"
             "and the sweep never rewrites it. -->\n\n"
             "_To be written._\n")
 CALIBRATION_T = 500
-# The sweep's starting point: the defaults before this sweep chose them (window 9, tau 2, DDFM's
+# The sweep's starting point: the defaults before this sweep chose them (one 9-px box, tau 2, DDFM's
 # per-pixel E-step). The knobs vary around it one at a time; the chosen defaults are checked
 # jointly in the Findings. The E-step window is varied on all pairs (quality_all.py).
-BASE = Settings(dig_window=9, dig_tau=2.0, em_window=1)
+BASE = Settings(dig_window=9, dig_passes=1, dig_tau=2.0, em_window=1)
 
 
 @dataclass
@@ -79,9 +79,10 @@ class Table:
 
 def folder_name(settings: Settings, task_tau: bool = False) -> str:
     """``steps10_every2_window9_tau2``: ``tautask`` with each task's tau, ``_absolute`` for the absolute
-    temperature, ``_emN`` for an E-step window N > 1."""
+    temperature, ``_emN`` for an E-step window N > 1, ``_xN`` for N > 1 DIG window passes."""
     tau = "task" if task_tau else f"{settings.dig_tau:g}"
-    name = f"steps{settings.steps}_every{settings.dig_every}_window{settings.dig_window}_tau{tau}"
+    passes = f"x{settings.dig_passes}" if settings.dig_passes > 1 else ""
+    name = f"steps{settings.steps}_every{settings.dig_every}_window{settings.dig_window}{passes}_tau{tau}"
     return (name + ("_absolute" if settings.dig_norm == "absolute" else "")
             + (f"_em{settings.em_window}" if settings.em_window > 1 else ""))
 

@@ -62,6 +62,8 @@ KERNELS: Dict[str, Tuple[str, str]] = {
     "ycbcr_to_rgb": ("color", "PP" + "d" * 12 + "i"),
     "gaussian": ("rng", "PQQQ"),
     "dig_hbox": ("dig", "PPPPiii"),
+    "dig_box_h": ("dig", "PPiii"),
+    "dig_box_v": ("dig", "PPiii"),
     "dig_vbox": ("dig", "PPPPPiiiifi"),
     "dig_softmax": ("dig", "PPPii"),
     "em_estep": ("em", "P" * 12 + "ii"),
@@ -320,11 +322,11 @@ class CudaKernels:
     # -- dig.cu ----------------------------------------------------------------------------------
 
     def dig_weights(self, sources: Any, x0_t: Any, x0_next: Any, window: int, tau: float,
-                    out_weights: Any, out_gains: Any, relative: bool = True) -> None:
+                    out_weights: Any, out_gains: Any, relative: bool = True, passes: int = 1) -> None:
         """DIG weights and gains of ``(K, H, W)`` inputs into ``out_weights`` and ``out_gains``
-        (``tau`` and ``relative`` as ``kernels.dig.dig_weights``)."""
+        (``tau``, ``relative`` and ``passes`` as ``kernels.dig.dig_weights``)."""
         shape = tuple(sources.shape)
-        check_dig_args(shape, window, tau, relative)
+        check_dig_args(shape, window, tau, relative, passes)
         for name, array in (("sources", sources), ("x0_t", x0_t), ("x0_next", x0_next),
                             ("out_weights", out_weights), ("out_gains", out_gains)):
             _check(name, array, shape)
@@ -341,9 +343,17 @@ class CudaKernels:
         if fresh:
             self.driver.memset_d32_async(state, 0, 2, self.stream)
         temperature = int(state) + 4
+        rows = (_blocks(width, HBOX_THREADS), height, k)
         self.function("dig_hbox").prepared_async_call(
-            (_blocks(width, HBOX_THREADS), height, k), (HBOX_THREADS, 1, 1), self.stream,
+            rows, (HBOX_THREADS, 1, 1), self.stream,
             sources.gpudata, x0_t.gpudata, x0_next.gpudata, hsum, height, width, radius, shared_size=shared)
+        if passes > 1:
+            mean = self.scratch("dig_mean", 4 * k * height * width)
+            for _ in range(passes - 1):
+                self.function("dig_box_v").prepared_async_call(
+                    grid + (k,), TILE, self.stream, hsum, mean, height, width, radius)
+                self.function("dig_box_h").prepared_async_call(
+                    rows, (HBOX_THREADS, 1, 1), self.stream, mean, hsum, height, width, radius, shared_size=shared)
         self.function("dig_vbox").prepared_async_call(
             grid, TILE, self.stream,
             hsum, out_gains.gpudata, partials, state, temperature, k, height, width, radius, _f32(tau),

@@ -226,11 +226,12 @@ class CudaOps:
         return out
 
     def dig_weights(self, sources: Any, x0_t: Any, x0_next: Any, window: int, tau: float,
-                    relative: bool = True) -> Tuple[Any, Any]:
+                    relative: bool = True, passes: int = 1) -> Tuple[Any, Any]:
         weights = self.pool.take("dig_weights", sources.shape)
         gains = self.pool.take("dig_gains", sources.shape)
         dense = self._contiguous
-        self.kernels.dig_weights(dense(sources), dense(x0_t), dense(x0_next), window, tau, weights, gains, relative)
+        self.kernels.dig_weights(dense(sources), dense(x0_t), dense(x0_next), window, tau, weights, gains, relative,
+                                 passes)
         return weights, gains
 
     def em_init(self, shape: Tuple[int, int]) -> CudaEMState:

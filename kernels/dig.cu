@@ -1,8 +1,11 @@
 // Diffusion Information Gain weights: the CUDA twin of kernels/dig.py (the maths is documented there).
 //
-// Three launches on (K, H, W) float32 arrays, K <= DIG_MAX_SOURCES:
+// Three launches on (K, H, W) float32 arrays, K <= DIG_MAX_SOURCES, and two more per extra pass
+// of the window (dig_box_v then dig_box_h between the first two):
 //   dig_hbox     loss difference g = (x0_t - c)^2 - (x0_next - c)^2 and its horizontal window sum
 //                (one row segment per block, the segment plus its halo staged in shared memory);
+//   dig_box_v    vertical window sum / window area: completes one pass's box mean;
+//   dig_box_h    horizontal window sum of that mean: starts the next pass (staged as dig_hbox);
 //   dig_vbox     vertical window sum -> gains, the per-pixel spread sum_k (gains_k - mean_k)^2,
 //                a block partial sum of it, and in the last block to finish the final reduction
 //                (fixed order, double) -> tau (or a given absolute tau);
@@ -18,6 +21,20 @@
 #define VBOX_X 32
 #define VBOX_Y 8
 #define VBOX_THREADS (VBOX_X * VBOX_Y)
+
+// Called once the block has staged its row segment and halo in line[]: waits for the whole block,
+// then writes each thread's window sum into hsum.
+__device__ __forceinline__ void store_row_sums(const float* line, float* __restrict__ hsum, size_t row,
+                                               int x_begin, int width, int radius)
+{
+    __syncthreads();
+    const int x = x_begin + threadIdx.x;
+    if (x < width) {
+        float sum = 0.0f;
+        for (int d = 0; d <= 2 * radius; ++d) sum += line[threadIdx.x + d];
+        hsum[row + x] = sum;
+    }
+}
 
 // grid (ceil(W / HBOX_THREADS), H, K), block HBOX_THREADS, shared (HBOX_THREADS + 2 radius) floats.
 extern "C" __global__ void dig_hbox(const float* __restrict__ sources, const float* __restrict__ x0_t,
@@ -35,13 +52,35 @@ extern "C" __global__ void dig_hbox(const float* __restrict__ sources, const flo
         const float at_next = x0_next[i] - c;
         loss[j] = at_t * at_t - at_next * at_next;
     }
-    __syncthreads();
-    const int x = x_begin + threadIdx.x;
-    if (x < width) {
-        float sum = 0.0f;
-        for (int d = 0; d <= 2 * radius; ++d) sum += loss[threadIdx.x + d];
-        hsum[row + x] = sum;
-    }
+    store_row_sums(loss, hsum, row, x_begin, width, radius);
+}
+
+// grid (ceil(W / HBOX_THREADS), H, K), block HBOX_THREADS, shared (HBOX_THREADS + 2 radius) floats.
+extern "C" __global__ void dig_box_h(const float* __restrict__ in, float* __restrict__ hsum, int height,
+                                     int width, int radius)
+{
+    extern __shared__ float line[];
+    const int x_begin = blockIdx.x * HBOX_THREADS;
+    const size_t row = ((size_t)blockIdx.z * height + blockIdx.y) * width;
+    const int span = min(HBOX_THREADS, width - x_begin) + 2 * radius;
+    for (int j = threadIdx.x; j < span; j += HBOX_THREADS)
+        line[j] = in[row + reflect101(x_begin - radius + j, width)];
+    store_row_sums(line, hsum, row, x_begin, width, radius);
+}
+
+// grid (ceil(W / VBOX_X), ceil(H / VBOX_Y), K), block (VBOX_X, VBOX_Y).
+extern "C" __global__ void dig_box_v(const float* __restrict__ hsum, float* __restrict__ mean, int height,
+                                     int width, int radius)
+{
+    const int x = blockIdx.x * VBOX_X + threadIdx.x;
+    const int y = blockIdx.y * VBOX_Y + threadIdx.y;
+    if (x >= width || y >= height) return;
+    const size_t plane = (size_t)blockIdx.z * height * width;
+    const float* column = hsum + plane + x;
+    float sum = 0.0f;
+    for (int d = -radius; d <= radius; ++d) sum += __ldg(column + (size_t)reflect101(y + d, height) * width);
+    const float inv_area = 1.0f / (float)((2 * radius + 1) * (2 * radius + 1));
+    mean[plane + (size_t)y * width + x] = sum * inv_area;
 }
 
 // grid (ceil(W / VBOX_X), ceil(H / VBOX_Y)), block (VBOX_X, VBOX_Y).

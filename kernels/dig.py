@@ -41,20 +41,25 @@ def check_box_window(what: str, window: int, shape: Tuple[int, ...]) -> None:
         raise ValueError(f"{what} window must be odd, >= 1 and < 2*min(H, W), got {window} for {tuple(shape)}")
 
 
-def check_dig_args(shape: Tuple[int, ...], window: int, tau: float, relative: bool = True) -> None:
-    """Raise ValueError unless ``(K, H, W)`` inputs, an odd ``window`` and ``tau`` suit both twins."""
+def check_dig_args(shape: Tuple[int, ...], window: int, tau: float, relative: bool = True,
+                   passes: int = 1) -> None:
+    """Raise ValueError unless ``(K, H, W)`` inputs, an odd ``window``, ``passes`` and ``tau`` suit both twins."""
     if len(shape) != 3 or not 1 <= shape[0] <= MAX_SOURCES:
         raise ValueError(f"DIG inputs must be (K, H, W) with 1 <= K <= {MAX_SOURCES}, got {shape}")
     check_box_window("DIG", window, shape)
+    if passes < 1:
+        raise ValueError(f"DIG window passes must be >= 1, got {passes}")
     if not (tau >= 0 if relative else tau > 0):
         raise ValueError(f"DIG tau must be {'>= 0' if relative else '> 0 when absolute'}, got {tau}")
 
 
 def dig_weights(sources: np.ndarray, x0_t: np.ndarray, x0_next: np.ndarray, window: int,
-                tau: float, relative: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+                tau: float, relative: bool = True, passes: int = 1) -> Tuple[np.ndarray, np.ndarray]:
     """Fusion weights ``(K, H, W)`` (summing to 1 over k) and the smoothed gains, both float32.
 
-    ``gains = box_mean(g, window)``; ``weights = softmax_k(gains / T)``. With ``relative`` (our
+    ``gains`` is ``g`` smoothed by ``passes`` box means of ``window`` in turn (one box leaves flat
+    window-sized plateaus around a strong gain; two make a tent, three nearly a Gaussian of variance
+    ``passes * (window**2 - 1) / 12``); ``weights = softmax_k(gains / T)``. With ``relative`` (our
     default) the temperature is ``T = tau * sqrt(mean_{k,pixels} (gains_k - mean_k gains)**2) + 1e-12``,
     ``tau`` times the RMS spread between sources, which makes the weights independent of the gains'
     scale (that shrinks with the noise level): neither uniform nor one-hot on real images. Otherwise
@@ -62,10 +67,11 @@ def dig_weights(sources: np.ndarray, x0_t: np.ndarray, x0_next: np.ndarray, wind
     because gains in model units are small (``benchmarks/dig_scale.py``).
     All inputs are ``(K, H, W)`` float32 in model space.
     """
-    check_dig_args(sources.shape, window, tau, relative)
+    check_dig_args(sources.shape, window, tau, relative, passes)
     c = sources.astype(np.float64)
-    gain = (x0_t - c) ** 2 - (x0_next - c) ** 2
-    gains = box_mean(gain, window)
+    gains = (x0_t - c) ** 2 - (x0_next - c) ** 2
+    for _ in range(passes):
+        gains = box_mean(gains, window)
     spread = gains - gains.mean(axis=0)
     temperature = tau * np.sqrt(np.mean(spread * spread)) + SPREAD_EPS if relative else tau
     logits = (gains - gains.max(axis=0)) / temperature

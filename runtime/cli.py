@@ -10,8 +10,9 @@ import json
 import sys
 from typing import List, Optional, Sequence
 
-from .api import PAPER_DIG_TAU, TASK_DIG_TAU_TEXT, default_settings
+from .api import PAPER_DIG_TAU, default_settings
 from .errors import Dig2DigError, InputError
+from .options import add_dig_options, dig_option_values
 from .sampler import Settings
 
 SETTINGS_DEFAULTS = Settings()
@@ -28,16 +29,7 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", help="step schedule JSON from 'dig2dig calibrate-steps' (replaces --steps)")
     p.add_argument("--guidance", default=SETTINGS_DEFAULTS.guidance, choices=["dig", "static"],
                    help="dig: Dig2DIG dynamic weights; static: DDFM (uniform weights)")
-    p.add_argument("--dig-every", type=int, default=SETTINGS_DEFAULTS.dig_every, help="refresh DIG every S steps")
-    p.add_argument("--dig-window", type=int, default=SETTINGS_DEFAULTS.dig_window, help="odd smoothing window (px)")
-    p.add_argument("--dig-tau", type=float,
-                   help=f"softmax temperature relative to the RMS gain spread (default per task: {TASK_DIG_TAU_TEXT}); "
-                        "with --dig-norm absolute, the temperature itself (default 1)")
-    p.add_argument("--dig-norm", default=SETTINGS_DEFAULTS.dig_norm, choices=["spread", "absolute"],
-                   help="spread: temperature scaled by the gains' RMS spread (ours); "
-                        "absolute: softmax(gains / tau), with tau = 1 the paper's formula as written")
-    p.add_argument("--em-window", type=int, default=SETTINGS_DEFAULTS.em_window,
-                   help="odd window (px) of the geometric mean of DDFM's E-step weights; 1: DDFM's per-pixel weights")
+    add_dig_options(p)
     p.add_argument("--lamb", type=float, default=SETTINGS_DEFAULTS.lamb)
     p.add_argument("--rho", type=float, default=SETTINGS_DEFAULTS.rho)
     p.add_argument("--seed", type=int, default=SETTINGS_DEFAULTS.seed)
@@ -45,8 +37,8 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    chosen = dict(steps=args.steps, guidance=args.guidance, dig_every=args.dig_every, dig_window=args.dig_window,
-                  dig_norm=args.dig_norm, em_window=args.em_window, lamb=args.lamb, rho=args.rho, seed=args.seed)
+    chosen = dict(steps=args.steps, guidance=args.guidance, lamb=args.lamb, rho=args.rho, seed=args.seed,
+                  **dig_option_values(args))
     if args.schedule:
         from ..calibration.steps import load_schedule
 

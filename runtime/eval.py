@@ -37,6 +37,7 @@ from .backends.base import Runner
 from .dig_maps import LABEL_HEIGHT, TILE_WIDTH, montage
 from .errors import InputError
 from .metrics import METRIC_NAMES, SINGLE, TRIPLE, read_gray
+from .options import add_dig_options, dig_option_values
 from .sampler import Settings
 
 PathLike = Union[str, Path]
@@ -45,7 +46,7 @@ DIFFUSION_METHODS = ("dig", "static")
 CLASSICAL_METHODS = ("average", "laplacian")
 METHODS = DIFFUSION_METHODS + CLASSICAL_METHODS
 # Settings fields added after run.json existed: recorded only when set, so older folders still resume.
-LATER_SETTINGS: Dict[str, Any] = {"timesteps": None, "dig_norm": "spread", "em_window": 1}
+LATER_SETTINGS: Dict[str, Any] = {"timesteps": None, "dig_norm": "spread", "em_window": 1, "dig_passes": 1}
 KEY_METRICS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIFF", "Qabf", "SSIM")
 VALUE_COLUMNS = METRIC_NAMES + ("seconds",)
 PAIR_COLUMNS = ("task", "dataset", "name", "method", "steps", "height", "width", "seconds") + METRIC_NAMES + ("error",)
@@ -433,7 +434,8 @@ def format_report(summary: Sequence[Row], rows: Sequence[Row], pairs: Sequence[P
                 "Sources at their native resolution."),
              "",
              f"Diffusion settings: {settings.steps} steps; DIG refresh every {settings.dig_every} steps, "
-             f"window {settings.dig_window}, tau {tau}; E-step window {settings.em_window}; lamb {settings.lamb:g}, rho {settings.rho:g}, "
+             f"window {settings.dig_window}" + (f" x {settings.dig_passes} passes" if settings.dig_passes > 1 else "")
+             + f", tau {tau}; E-step window {settings.em_window}; lamb {settings.lamb:g}, rho {settings.rho:g}, "
              f"seed {settings.seed}; model: {model or 'the bundled prior'}.",
              "",
              "Metrics: `runtime/metrics.py` (CDDFuse Evaluator conventions) on the grey fused image vs the grey "
@@ -468,24 +470,14 @@ def _cell(entry: Row, column: str) -> str:
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Register ``dig2dig eval`` on the CLI's subcommands."""
-    defaults = Settings()
     p = subparsers.add_parser("eval", help="fuse a folder of pairs with several methods and tabulate the metrics")
     p.add_argument("--data", required=True, help="folder laid out TASK/DATASET/{a,b}/NAME.* (manifest.csv if present)")
     p.add_argument("--task", choices=list(api.TASKS))
     p.add_argument("--dataset")
     p.add_argument("--limit-per-dataset", type=int, metavar="N", help="first N pairs of each dataset")
     p.add_argument("--methods", default="dig,static", help=f"comma-separated, of {', '.join(METHODS)}")
-    p.add_argument("--steps", type=int, default=defaults.steps)
-    p.add_argument("--dig-every", type=int, default=defaults.dig_every, help="refresh DIG every S steps")
-    p.add_argument("--dig-window", type=int, default=defaults.dig_window, help="odd smoothing window (px)")
-    p.add_argument("--dig-tau", type=float,
-                   help="softmax temperature relative to the RMS gain spread (default: each task's, as dig2dig fuse); "
-                        "with --dig-norm absolute, the temperature itself (default 1)")
-    p.add_argument("--dig-norm", default=defaults.dig_norm, choices=["spread", "absolute"],
-                   help="spread: temperature scaled by the gains' RMS spread (ours); "
-                        "absolute: softmax(gains / tau), with tau = 1 the paper's formula as written")
-    p.add_argument("--em-window", type=int, default=defaults.em_window,
-                   help="odd window (px) of the geometric mean of DDFM's E-step weights; 1: DDFM's per-pixel weights")
+    p.add_argument("--steps", type=int, default=Settings().steps)
+    add_dig_options(p)
     p.add_argument("--max-side", type=int, metavar="PX",
                    help="downscale both sources (INTER_AREA) so that the long side is at most PX")
     p.add_argument("--model", help="ONNX model or TensorRT plan (default: the bundled prior)")
@@ -506,8 +498,7 @@ def run_command(args: argparse.Namespace) -> int:
     tau = args.dig_tau if args.dig_tau is not None else api.PAPER_DIG_TAU if args.dig_norm == "absolute" \
         else Settings().dig_tau
     try:
-        settings = Settings(steps=args.steps, dig_every=args.dig_every, dig_window=args.dig_window, dig_tau=tau,
-                            dig_norm=args.dig_norm, em_window=args.em_window)
+        settings = Settings(steps=args.steps, dig_tau=tau, **dig_option_values(args))
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     pairs = find_pairs(args.data, args.task, args.dataset, args.limit_per_dataset)

@@ -42,6 +42,7 @@ class Settings:
     guidance: str = "dig"
     dig_every: int = 2
     dig_window: int = 41
+    dig_passes: int = 3  # box means of dig_window in turn: 3 is near a Gaussian, std 20 px (docs/QUALITY.md)
     dig_tau: float = 1.0
     dig_norm: str = "spread"  # "spread": temperature dig_tau x RMS gain spread; "absolute": dig_tau itself
     em_window: int = 5  # E-step weights: geometric mean over em_window x em_window; 1 = DDFM (docs/QUALITY.md)
@@ -59,6 +60,8 @@ class Settings:
             self.steps = len(self.timesteps)
         if self.steps < 1 or self.dig_every < 1:
             raise ValueError("steps and dig_every must be >= 1")
+        if self.dig_passes < 1:
+            raise ValueError(f"dig_passes must be >= 1, got {self.dig_passes}")
         for name in ("dig_window", "em_window"):
             if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name} must be a positive odd number, got {getattr(self, name)}")
@@ -145,7 +148,7 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
                 x0_t = ops.luma_of(ops.predict_x0(batch[1:1 + k], eps[1:1 + k], abar))
                 x0_next = ops.luma_of(ops.predict_x0(batch[1 + k:], eps[1 + k:], abar_next))
                 weights, gains = ops.dig_weights(sources, x0_t, x0_next, dig_window, settings.dig_tau,
-                                                 settings.dig_norm == "spread")
+                                                 settings.dig_norm == "spread", settings.dig_passes)
                 trace.refreshes.append({"step": i, "t": t, "t_next": t_next, "weights": weights, "gains": gains})
 
         with stage("guidance"):

@@ -68,6 +68,22 @@ def test_em_window_smooths_the_e_step(pair: Tuple[str, str], tmp_path: Path,
     assert np.array_equal(cv2.imread(str(tmp_path / "plain.png"), 0).astype(int), plain)
 
 
+def test_dig_passes_smooth_the_weights(pair: Tuple[str, str], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture) -> None:
+    """--dig-passes 3 changes the saved DIG weights (a smoother window), 0 is a one-line error."""
+    maps = {}
+    for passes in ("1", "3"):
+        folder = tmp_path / passes
+        folder.mkdir()
+        assert fuse([*pair, "-o", str(folder / "fused.png"), "--dig-window", "9", "--dig-passes", passes,
+                     "--save-dig-maps", str(folder)]) == 0
+        maps[passes] = cv2.imread(str(folder / "dig_weights.png"), 0).astype(int)
+    assert np.abs(maps["1"] - maps["3"]).mean() > 0.5
+    assert fuse([*pair, "-o", str(tmp_path / "bad.png"), "--dig-passes", "0"]) == 2
+    assert "dig_passes must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "bad.png").exists()
+
+
 def test_init_noise_replaces_the_seeded_start(pair: Tuple[str, str], tmp_path: Path) -> None:
     noise = np.random.default_rng(5).standard_normal((1, 64, 96)).astype(np.float32)
     np.save(tmp_path / "x.npy", noise)

@@ -135,10 +135,10 @@ class FakeKernels:
     def gaussian(self, seed, stream, out):
         out.arr[...] = rng.gaussian(seed, stream, out.shape)
 
-    def dig_weights(self, sources, x0_t, x0_next, window, tau, out_weights, out_gains, relative=True):
+    def dig_weights(self, sources, x0_t, x0_next, window, tau, out_weights, out_gains, relative=True, passes=1):
         shape = sources.shape
         weights, gains = dig.dig_weights(dense("sources", sources), dense("x0_t", x0_t, shape),
-                                         dense("x0_next", x0_next, shape), window, tau, relative)
+                                         dense("x0_next", x0_next, shape), window, tau, relative, passes)
         dense("out_weights", out_weights, shape)[...] = weights
         dense("out_gains", out_gains, shape)[...] = gains
 
@@ -200,11 +200,12 @@ def sources(height: int = 24, width: int = 40) -> np.ndarray:
                    -1, 1).astype(np.float32)
 
 
-@pytest.mark.parametrize("channels, learn_sigma, em_window", [(1, False, 1), (3, False, 1), (3, True, 3)])
-def test_gpu_loop_on_fake_device_equals_cpu_loop(fake_driver, channels, learn_sigma, em_window):
+@pytest.mark.parametrize("channels, learn_sigma, em_window, dig_passes",
+                         [(1, False, 1, 1), (3, False, 1, 1), (3, True, 3, 2)])
+def test_gpu_loop_on_fake_device_equals_cpu_loop(fake_driver, channels, learn_sigma, em_window, dig_passes):
     pair = sources()
     runner = FakeRunner(channels, learn_sigma)
-    settings = Settings(steps=5, dig_every=2, dig_window=5, em_window=em_window)
+    settings = Settings(steps=5, dig_every=2, dig_window=5, em_window=em_window, dig_passes=dig_passes)
     x_T = initial_noise((channels,) + pair.shape[1:], settings.seed)
     cpu_trace = Trace()
     expected = sample(runner, pair, settings, x_T, trace=cpu_trace)

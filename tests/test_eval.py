@@ -132,14 +132,15 @@ def test_other_settings_need_another_folder(data: Path, tmp_path: Path) -> None:
 
 
 def test_later_settings_are_recorded_only_when_set(data: Path, tmp_path: Path) -> None:
-    """Folders written before dig_norm/timesteps/em_window existed still resume; setting them needs a new folder."""
+    """Folders written before dig_norm/timesteps/em_window/dig_passes existed still resume; setting them needs
+    a new folder."""
     out = tmp_path / "out"
     pairs = evaluation.find_pairs(data)
-    before = Settings(steps=2, em_window=1)
+    before = Settings(steps=2, em_window=1, dig_passes=1)
     evaluation.evaluate(pairs, out, ["average"], before, max_side=64, quiet=True)
-    assert not {"dig_norm", "timesteps", "em_window"} & set(json.loads((out / "run.json").read_text())["settings"])
+    assert not {"dig_norm", "timesteps", "em_window", "dig_passes"} & set(json.loads((out / "run.json").read_text())["settings"])
     evaluation.evaluate(pairs, out, ["average"], before, max_side=64, quiet=True)
-    for later in (dict(dig_norm="absolute"), dict(em_window=5)):
+    for later in (dict(dig_norm="absolute"), dict(em_window=5), dict(dig_passes=2)):
         with pytest.raises(InputError, match="other settings"):
             evaluation.evaluate(pairs, out, ["average"], replace(before, **later), max_side=64)
 

@@ -208,6 +208,28 @@ def test_launchers_dry_run(monkeypatch):
     assert launches[-1][3][2] == chebyshev[-1][3]  # em_update reads the last iterate as H
 
 
+def test_dig_passes_launches(monkeypatch):
+    """Each extra DIG window pass is a vertical mean then a horizontal sum, between dig_hbox and dig_vbox,
+    alternating the row sums and the mean buffer; the row sums reach dig_vbox."""
+    calls: list = []
+    ops = fake_kernels(monkeypatch, calls)
+    height, width = 37, 70
+    pair = [FakeArray((2, height, width)) for _ in range(5)]
+    ops.dig_weights(*pair[:3], 9, 1.0, *pair[3:], passes=3)
+    with pytest.raises(ValueError, match="passes"):
+        ops.dig_weights(*pair[:3], 9, 1.0, *pair[3:], passes=0)
+    ops.close()
+    launches = [call for call in calls if call[0] != "memset"]
+    assert [call[0] for call in launches] == ["dig_hbox"] + ["dig_box_v", "dig_box_h"] * 2 + ["dig_vbox", "dig_softmax"]
+    hsum = launches[0][3][3]
+    for name, grid, block, args in launches[1:5]:
+        assert args[-3:] == (height, width, 4), name
+        assert grid[2] == 2 and grid[0] * block[0] >= width and grid[1] * block[1] >= height, name
+        assert (args[0] if name == "dig_box_v" else args[1]) == hsum, name
+    assert launches[1][3][1] == launches[2][3][0] != hsum  # the mean feeds the next horizontal sum
+    assert launches[5][3][0] == hsum
+
+
 def test_em_window_launches(monkeypatch):
     """With an E-step window the two box passes run between em_estep and the solve, on both planes."""
     calls: list = []

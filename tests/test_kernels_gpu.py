@@ -7,7 +7,8 @@ Thresholds (the expected errors come from float32 NumPy emulations of the kernel
 - gaussian: max |gpu - numpy| <= 1e-6 (one float32 ulp at |z| < 8; double maths on both sides),
   and at least 99.99 % of elements bit-identical;
 - dig gains: max abs error <= 2e-6 * max |gains| (float32 window sums of up to 15 x 15 terms,
-  about 2e-7 expected); dig weights: max abs error <= 2e-5, sums within 2e-6 of 1;
+  about 2e-7 expected; 4e-7 with 3 passes of 41 px); dig weights: max abs error <= 2e-5, sums
+  within 2e-6 of 1;
 - EM (Chebyshev solve for H instead of the FFT, about 1.5e-6 relative on H): F max abs error
   <= 5e-6 (about 4e-7 expected), tau_a and tau_b relative <= 2e-6, F1 and F2 <= 1e-5 of their
   maximum (about 2e-6 expected); with an E-step window, F max abs error <= 2e-5 (float32 sums of
@@ -42,22 +43,24 @@ def to_gpu(array: np.ndarray) -> gpuarray.GPUArray:
     return gpuarray.to_gpu(np.ascontiguousarray(array, np.float32))
 
 
-def run_dig(kernels: CudaKernels, sources, x0_t, x0_next, window: int, tau_rel: float, relative: bool = True):
+def run_dig(kernels: CudaKernels, sources, x0_t, x0_next, window: int, tau_rel: float, relative: bool = True,
+            passes: int = 1):
     inputs = [to_gpu(a) for a in (sources, x0_t, x0_next)]
     weights, gains = poisoned(sources.shape), poisoned(sources.shape)
-    kernels.dig_weights(*inputs, window, tau_rel, weights, gains, relative)
+    kernels.dig_weights(*inputs, window, tau_rel, weights, gains, relative, passes)
     kernels.synchronize()
     return weights.get(), gains.get()
 
 
 def compare_dig(kernels: CudaKernels, sources, x0_t, x0_next, window: int, tau_rel: float,
-                relative: bool = True) -> None:
-    weights, gains = run_dig(kernels, sources, x0_t, x0_next, window, tau_rel, relative)
-    ref_weights, ref_gains = dig.dig_weights(sources, x0_t, x0_next, window, tau_rel, relative)
+                relative: bool = True, passes: int = 1) -> None:
+    weights, gains = run_dig(kernels, sources, x0_t, x0_next, window, tau_rel, relative, passes)
+    ref_weights, ref_gains = dig.dig_weights(sources, x0_t, x0_next, window, tau_rel, relative, passes)
     assert np.isfinite(weights).all() and np.isfinite(gains).all(), "unwritten (NaN) outputs"
     gain_err = np.abs(gains - ref_gains).max() / max(np.abs(ref_gains).max(), 1e-30)
     weight_err = np.abs(weights - ref_weights).max()
-    print(f"dig {sources.shape} window {window}: gains rel err {gain_err:.2e}, weights abs err {weight_err:.2e}")
+    print(f"dig {sources.shape} window {window} x {passes}: gains rel err {gain_err:.2e}, "
+          f"weights abs err {weight_err:.2e}")
     assert gain_err <= 2e-6
     assert weight_err <= 2e-5
     np.testing.assert_allclose(weights.sum(axis=0), 1.0, atol=2e-6)
@@ -78,6 +81,12 @@ def test_dig_random(kernels, shape, window):
 def test_dig_real(kernels, window, tau_rel, relative):
     sources = real_sources()
     compare_dig(kernels, sources, *plausible_estimates(sources), window, tau_rel, relative)
+
+
+@pytest.mark.parametrize("window, passes", [(7, 2), (23, 3), (41, 3)])
+def test_dig_real_passes(kernels, window, passes):
+    sources = real_sources()
+    compare_dig(kernels, sources, *plausible_estimates(sources), window, 1.0, True, passes)
 
 
 def test_dig_is_deterministic_across_launches_and_sizes(kernels):
