@@ -6,8 +6,8 @@ image's pixels), one column per ``--column FOLDER:METHOD``; each crop is enlarge
 with nearest-neighbour sampling, so every fused pixel stays visible as a square.
 
     python benchmarks/crops.py --runs runs/quality_all --zoom 3 \\
-        --column steps10_every2_window41_tautask:dig --column steps10_every2_window41_tautask_em5:dig \\
-        --row ivf_LLVIP_190002:60,40,80,60 -o docs/figures/ivf_em_window.jpg
+        --column steps10_every2_window41x3_tau0.5_em5:dig --column steps10_every2_window41x3_tau0.25_em5:dig \\
+        --row ivf_LLVIP_190002:60,40,80,60 -o docs/figures/ivf_tau.jpg
 """
 from __future__ import annotations
 

@@ -78,9 +78,12 @@ class Table:
 
 
 def folder_name(settings: Settings, task_tau: bool = False) -> str:
-    """``steps10_every2_window9_tau2``: ``tautask`` with each task's tau, ``_absolute`` for the absolute
-    temperature, ``_emN`` for an E-step window N > 1, ``_xN`` for N > 1 DIG window passes."""
-    tau = "task" if task_tau else f"{settings.dig_tau:g}"
+    """``steps10_every2_window9_tau2``: ``tau-ivf1-mif0.5-mef2-mff0.5`` with each task's tau (the current
+    ``api.TASK_DIG_TAU``, so a change of those defaults starts new folders and keeps the old ones),
+    ``_absolute`` for the absolute temperature, ``_emN`` for an E-step window N > 1, ``xN`` after the
+    window for N > 1 DIG window passes."""
+    tau = "".join(f"-{task}{value:g}" for task, value in api.TASK_DIG_TAU.items()) if task_tau \
+        else f"{settings.dig_tau:g}"
     passes = f"x{settings.dig_passes}" if settings.dig_passes > 1 else ""
     name = f"steps{settings.steps}_every{settings.dig_every}_window{settings.dig_window}{passes}_tau{tau}"
     return (name + ("_absolute" if settings.dig_norm == "absolute" else "")

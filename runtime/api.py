@@ -24,8 +24,8 @@ TASKS = {
     "mef": ("under-exposed", "over-exposed"),
     "mff": ("near focus", "far focus"),
 }
-# DIG temperature per task, chosen from docs/QUALITY.md (mff on all 160 pairs; other settings: Settings()).
-TASK_DIG_TAU = {"ivf": 1.0, "mif": 0.5, "mef": 2.0, "mff": 0.5}
+# DIG temperature per task, chosen from docs/QUALITY.md (all 160 pairs, with the other settings at Settings()).
+TASK_DIG_TAU = {"ivf": 0.5, "mif": 0.25, "mef": 2.0, "mff": 0.5}
 TASK_DIG_TAU_TEXT = ", ".join(f"{task} {tau:g}" for task, tau in TASK_DIG_TAU.items())
 # With --dig-norm absolute and no --dig-tau: softmax(DIG), Dig2DIG's formula as written.
 PAPER_DIG_TAU = 1.0
