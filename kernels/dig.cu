@@ -76,9 +76,7 @@ extern "C" __global__ void dig_box_v(const float* __restrict__ hsum, float* __re
     const int y = blockIdx.y * VBOX_Y + threadIdx.y;
     if (x >= width || y >= height) return;
     const size_t plane = (size_t)blockIdx.z * height * width;
-    const float* column = hsum + plane + x;
-    float sum = 0.0f;
-    for (int d = -radius; d <= radius; ++d) sum += __ldg(column + (size_t)reflect101(y + d, height) * width);
+    const float sum = column_window_sum(hsum + plane + x, y, height, width, radius);
     const float inv_area = 1.0f / (float)((2 * radius + 1) * (2 * radius + 1));
     mean[plane + (size_t)y * width + x] = sum * inv_area;
 }
@@ -107,11 +105,7 @@ extern "C" __global__ void dig_vbox(const float* __restrict__ hsum, float* __res
 #pragma unroll
         for (int k = 0; k < DIG_MAX_SOURCES; ++k) {
             if (k < num_sources) {
-                const float* column = hsum + k * plane + x;
-                float sum = 0.0f;
-                for (int d = -radius; d <= radius; ++d)
-                    sum += __ldg(column + (size_t)reflect101(y + d, height) * width);
-                g[k] = sum * inv_area;
+                g[k] = column_window_sum(hsum + k * plane + x, y, height, width, radius) * inv_area;
                 gains[k * plane + (size_t)y * width + x] = g[k];
                 mean += g[k];
             }

@@ -83,9 +83,7 @@ extern "C" __global__ void em_exp_vbox(const float* __restrict__ hsum, float* __
     const int x = blockIdx.x * EM_X + threadIdx.x;
     const int y = blockIdx.y * EM_Y + threadIdx.y;
     if (x >= width || y >= height) return;
-    const float* column = hsum + (size_t)blockIdx.z * height * width + x;
-    float sum = 0.0f;
-    for (int d = -radius; d <= radius; ++d) sum += column[(size_t)reflect101(y + d, height) * width];
+    const float sum = column_window_sum(hsum + (size_t)blockIdx.z * height * width + x, y, height, width, radius);
     const float area = (float)((2 * radius + 1) * (2 * radius + 1));
     (blockIdx.z == 0 ? C : D)[(size_t)y * width + x] = expf(sum / area);
 }

@@ -19,9 +19,10 @@ Our one change to DDFM, off by default in this function (``window = 1``; the sam
 is 5, ``Settings.em_window``): C and D are set per pixel by ``|I - f|`` and ``|f - V|``, so where
 the sources differ little they swing by orders of magnitude between neighbouring pixels, and F
 flips from one source to the other pixel by pixel: the speckle of docs/QUALITY.md ("E-step
-window"). ``window`` > 1 replaces C and D by their ``window`` x ``window`` geometric means (``exp(box_mean(log))``, reflect-101 borders) after the
-clamp and the tau updates, before the source weights scale them: a weight's scale, not its
-per-pixel noise, decides which source a pixel follows.
+window"). ``window`` > 1 replaces C and D by their ``window`` x ``window`` geometric means
+(``exp(box_mean(log))``, reflect-101 borders) after the clamp and the tau updates, before the
+source weights scale them: a weight's scale, not its per-pixel noise, decides which source a pixel
+follows.
 """
 from __future__ import annotations
 

@@ -138,7 +138,8 @@ def test_later_settings_are_recorded_only_when_set(data: Path, tmp_path: Path) -
     pairs = evaluation.find_pairs(data)
     before = Settings(steps=2, em_window=1, dig_passes=1)
     evaluation.evaluate(pairs, out, ["average"], before, max_side=64, quiet=True)
-    assert not {"dig_norm", "timesteps", "em_window", "dig_passes"} & set(json.loads((out / "run.json").read_text())["settings"])
+    recorded = json.loads((out / "run.json").read_text())["settings"]
+    assert not {"dig_norm", "timesteps", "em_window", "dig_passes"} & set(recorded)
     evaluation.evaluate(pairs, out, ["average"], before, max_side=64, quiet=True)
     for later in (dict(dig_norm="absolute"), dict(em_window=5), dict(dig_passes=2)):
         with pytest.raises(InputError, match="other settings"):
