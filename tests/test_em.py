@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dig2dig.kernels.em import em_init, em_step
-from dig2dig.kernels.rng import gaussian
+from test_kernels_numpy import noisy_tno_pair
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EM_NPZ = SHARED / "reference" / "ddfm_em" / "em_reference.npz"
@@ -94,21 +94,12 @@ def test_weights_come_in_pairs(ref):
         em_step(f_pre, I, V, em_init(I.shape), w_i=np.full(I.shape, 0.5, np.float32))
 
 
-def _tno_pair():
-    """A real infrared/visible pair (TNO 22) as DDFM's (I, V) = (visible, infrared), and a noisy f_pre."""
-    from test_kernels_numpy import real_sources
-
-    V, I = real_sources()  # noqa: E741
-    f_pre = (0.5 * (I + V) + 0.1 * gaussian(9, 0, I.shape)).astype(np.float32)
-    return f_pre, I, V
-
-
 def test_em_window_removes_the_per_pixel_flips():
     """DDFM's per-pixel E-step sends F to whichever source f_pre's noise is closer to; the windowed
     E-step does not. Measured on TNO 22: the share s = (F - V) / (I - V) varies between horizontal
     neighbours by 0.181 on average with window 1 and 0.021 with window 5, and F's deviation from
     the sources' mean correlates with f_pre's noise at -0.86 with window 1 and -0.12 with window 5."""
-    f_pre, I, V = _tno_pair()  # noqa: E741
+    f_pre, I, V = noisy_tno_pair()  # noqa: E741
     apart = np.abs(I - V) > 0.1
     neighbours = apart[:, 1:] & apart[:, :-1]
     flips, correlation = {}, {}
@@ -126,7 +117,7 @@ def test_em_window_removes_the_per_pixel_flips():
 def test_em_window_keeps_smooth_weights_and_the_taus():
     """Where C and D are already constant (constant offsets between f, I and V) the geometric mean
     changes nothing; the tau updates use the per-pixel C, D in every case (DDFM's)."""
-    f_pre, I, V = _tno_pair()  # noqa: E741
+    f_pre, I, V = noisy_tno_pair()  # noqa: E741
     offset_f, offset_i = (V + 0.3).astype(np.float32), (V + 0.5).astype(np.float32)
     plain, _ = em_step(offset_f, offset_i, V, em_init(V.shape))
     windowed, _ = em_step(offset_f, offset_i, V, em_init(V.shape), window=5)

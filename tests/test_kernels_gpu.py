@@ -21,7 +21,7 @@ import pytest
 
 from dig2dig.kernels import color, dig, em, rng, step
 from dig2dig.kernels.cuda import CudaKernels
-from test_kernels_numpy import EM_NPZ, plausible_estimates, real_sources
+from test_kernels_numpy import EM_NPZ, noisy_tno_pair, plausible_estimates, real_sources
 
 pytestmark = pytest.mark.gpu
 pytest.importorskip("pycuda.driver", reason="pycuda is not installed")
@@ -186,8 +186,7 @@ def test_em_ddfm_reference(kernels):
 def test_em_real_weighted(kernels):
     sources = real_sources()
     weights, _ = dig.dig_weights(sources, *plausible_estimates(sources), 9, 1.0)
-    V, I = sources  # noqa: E741
-    f_pre = (0.5 * (I + V) + 0.1 * rng.gaussian(9, 0, I.shape)).astype(np.float32)
+    f_pre, I, V = noisy_tno_pair()  # noqa: E741
     compare_em(kernels, f_pre, I, V, steps=3, weights=(weights[1], weights[0]))
     compare_em(kernels, f_pre[:100, :130], I[:100, :130], V[:100, :130], steps=2)
 
@@ -195,7 +194,6 @@ def test_em_real_weighted(kernels):
 def test_em_real_windowed(kernels):
     sources = real_sources()
     weights, _ = dig.dig_weights(sources, *plausible_estimates(sources), 9, 1.0)
-    V, I = sources  # noqa: E741
-    f_pre = (0.5 * (I + V) + 0.1 * rng.gaussian(9, 0, I.shape)).astype(np.float32)
+    f_pre, I, V = noisy_tno_pair()  # noqa: E741
     compare_em(kernels, f_pre, I, V, steps=3, weights=(weights[1], weights[0]), window=5)
     compare_em(kernels, f_pre[:7, :130], I[:7, :130], V[:7, :130], steps=2, window=13)  # radius 6 < 7 rows

@@ -25,6 +25,13 @@ def real_sources(name: str = "22") -> np.ndarray:
     return np.stack([cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in paths]).astype(np.float32) / 127.5 - 1
 
 
+def noisy_tno_pair() -> tuple:
+    """TNO 22 as DDFM's (I, V) = (visible, infrared), and a noisy f_pre between them: (f_pre, I, V)."""
+    V, I = real_sources()  # noqa: E741
+    f_pre = (0.5 * (I + V) + 0.1 * rng.gaussian(9, 0, I.shape)).astype(np.float32)
+    return f_pre, I, V
+
+
 def plausible_estimates(sources: np.ndarray) -> tuple:
     """Synthetic clean estimates: at t blurrier and noisier than at t', the same noise draw for both."""
     noise = rng.gaussian(7, 0, sources.shape)
