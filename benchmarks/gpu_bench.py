@@ -37,7 +37,7 @@ from dig2dig.kernels.cuda_ops import CudaOps
 from dig2dig.models import DEFAULT_DIR
 from dig2dig.runtime.errors import ModelError
 from dig2dig.runtime.gpu import gpu_sample
-from dig2dig.runtime.sampler import Settings, initial_noise, luminance_of_sample, sample
+from dig2dig.runtime.sampler import Settings, initial_noise, luminance_of_sample, sample, scaled_window
 
 SIZES = ((256, 256), (480, 640))
 GOAL = 1.0 / 255.0
@@ -123,6 +123,8 @@ def kernel_cases(ops: CudaOps, height: int, width: int) -> List[Tuple[str, int, 
     y = rand(5, 1, height, width)
     record = out(1, dtype=np.uint32)
     state = kernels.em_init((height, width))
+    defaults = Settings()
+    em_window = scaled_window(defaults.em_window, max(height, width), defaults.em_window_side)
     outs = {name: out(*shape) for name, shape in
             (("image", (1, height, width)), ("batch", (2, 1, height, width)), ("rgb", (3, height, width)),
              ("pair", (2, height, width)), ("gains", (2, height, width)), ("em", (height, width)),
@@ -144,10 +146,11 @@ def kernel_cases(ops: CudaOps, height: int, width: int) -> List[Tuple[str, int, 
         (f"em_step (weighted, {EM_SOLVE_ITERATIONS} Chebyshev)", EM_SOLVE_ITERATIONS + 3,
          (8 + 1 + 4 * EM_SOLVE_ITERATIONS + 10) * plane,
          lambda: kernels.em_step(x0[0], pair[1], pair[0], state, 0.5, 0.001, w_i, w_v, outs["em"])),
-        # the same plus the E-step window's two box passes (C, D read and written twice)
-        (f"em_step (weighted, E-step window 5, {EM_SOLVE_ITERATIONS} Chebyshev)", EM_SOLVE_ITERATIONS + 5,
+        # the same plus the E-step window's two box passes (C, D read and written twice), at the window
+        # the loop uses at this size (5 px at a 256-px long side, scaled)
+        (f"em_step (weighted, E-step window {em_window}, {EM_SOLVE_ITERATIONS} Chebyshev)", EM_SOLVE_ITERATIONS + 5,
          (8 + 8 + 1 + 4 * EM_SOLVE_ITERATIONS + 10) * plane,
-         lambda: kernels.em_step(x0[0], pair[1], pair[0], state, 0.5, 0.001, w_i, w_v, outs["em"], 5)),
+         lambda: kernels.em_step(x0[0], pair[1], pair[0], state, 0.5, 0.001, w_i, w_v, outs["em"], em_window)),
         ("ddim_update", 1, 3 * plane, lambda: kernels.ddim_update(x, x0, 0.5, 0.6, outs["image"])),
         ("rgb_to_ycbcr (3 channels)", 1, 6 * plane, lambda: kernels.rgb_to_ycbcr(rgb, outs["rgb"])),
         ("ycbcr_to_rgb (3 channels)", 1, 6 * plane, lambda: kernels.ycbcr_to_rgb(rgb, outs["rgb"])),

@@ -19,7 +19,6 @@ of pairs in each row. Each folder's ``per_pair.csv``, ``summary.csv`` and ``run.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -32,7 +31,8 @@ from dig2dig.runtime import api, io
 from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.sampler import Settings
 from machine import bundled_prior, machine_line
-from quality_sweep import Run, Table, add_run, draw_plot, estimate, format_tables, plot_section, summaries, update_doc
+from quality_sweep import (Run, Table, add_run, draw_plot, format_tables, fuse_all, plot_section, quality_parser,
+                           update_doc)
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- quality-all:begin -->", "<!-- quality-all:end -->"
@@ -133,10 +133,7 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], max_side: int, docs: 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="the development data folder")
-    parser.add_argument("--out", default=str(ROOT / "runs" / "quality_all"), help="sub-folders of eval results")
-    parser.add_argument("--doc", default=str(ROOT / "docs" / "QUALITY.md"))
+    parser = quality_parser(__doc__.split("\n\n")[0], "quality_all")
     parser.add_argument("--docs-results", default=str(ROOT / "docs" / "quality_all"),
                         help="where each folder's small result files are copied")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "quality_all_time.png"))
@@ -145,7 +142,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--more-steps", default="", help="comma-separated steps added to the steps table, e.g. 50,100")
     parser.add_argument("--tables", default=",".join(TABLES),
                         help=f"comma-separated tables to compute now, of {', '.join(TABLES)}")
-    parser.add_argument("--estimate-only", action="store_true", help="print the time estimate and stop")
     args = parser.parse_args(argv)
 
     chosen = [t.strip() for t in args.tables.split(",") if t.strip()]
@@ -162,14 +158,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     runner = api.open_runner()
     start = time.perf_counter()
     try:
-        seconds, count = estimate(runner, todo, pairs, out, sources, args.max_side)
-        print(f"{len(pairs)} pairs x {len(todo)} settings: {count} fusions to do, estimated {seconds / 60:.1f} min "
-              f"on this machine ({os.cpu_count()} cores)", flush=True)
-        if args.estimate_only:
-            return 0
-        summaries(runner, todo, pairs, out, sources, args.max_side, None)
+        done = fuse_all(runner, todo, pairs, out, sources, args.max_side, None, args.estimate_only)
     finally:
         runner.close()
+    if done is None:
+        return 0
     print(f"done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     results = {(name, task, method): row for name, run in runs.items()
                for (task, method), row in held(pairs, out / name, run).items()}

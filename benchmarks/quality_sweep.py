@@ -81,13 +81,15 @@ def folder_name(settings: Settings, task_tau: bool = False) -> str:
     """``steps10_every2_window9_tau2``: ``tau-ivf1-mif0.5-mef2-mff0.5`` with each task's tau (the current
     ``api.TASK_DIG_TAU``, so a change of those defaults starts new folders and keeps the old ones),
     ``_absolute`` for the absolute temperature, ``_emN`` for an E-step window N > 1, ``xN`` after the
-    window for N > 1 DIG window passes."""
+    window for N > 1 DIG window passes, ``_px`` for an E-step window in pixels (``em_window_side`` 0) and
+    ``_sideN`` for one given at another long side than 256 px."""
     tau = "".join(f"-{task}{value:g}" for task, value in api.TASK_DIG_TAU.items()) if task_tau \
         else f"{settings.dig_tau:g}"
     passes = f"x{settings.dig_passes}" if settings.dig_passes > 1 else ""
     name = f"steps{settings.steps}_every{settings.dig_every}_window{settings.dig_window}{passes}_tau{tau}"
+    side = {256: "", 0: "_px"}.get(settings.em_window_side, f"_side{settings.em_window_side}")
     return (name + ("_absolute" if settings.dig_norm == "absolute" else "")
-            + (f"_em{settings.em_window}" if settings.em_window > 1 else ""))
+            + (f"_em{settings.em_window}" if settings.em_window > 1 else "") + side)
 
 
 def add_run(runs: Dict[str, Run], settings: Settings, method: str, task_tau: bool = False) -> str:
@@ -231,6 +233,28 @@ def summaries(runner: Runner, runs: Dict[str, Run], pairs: Sequence[evaluation.P
     return table
 
 
+def quality_parser(description: str, out: str) -> argparse.ArgumentParser:
+    """The options every quality script shares: ``--data``, ``--out`` (default ``runs/OUT``), ``--doc``
+    and ``--estimate-only``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="the development data folder")
+    parser.add_argument("--out", default=str(ROOT / "runs" / out), help="sub-folders of eval results")
+    parser.add_argument("--doc", default=str(ROOT / "docs" / "QUALITY.md"))
+    parser.add_argument("--estimate-only", action="store_true", help="print the time estimate and stop")
+    return parser
+
+
+def fuse_all(runner: Runner, runs: Dict[str, Run], pairs: Sequence[evaluation.Pair], out: Path, sources: Path,
+             max_side: int, model: Optional[str], estimate_only: bool
+             ) -> Optional[Dict[Tuple[str, str, str], Dict[str, str]]]:
+    """Print the estimated time of the fusions ``runs`` still lack; then, unless ``estimate_only`` (None),
+    run them all (``summaries``)."""
+    seconds, count = estimate(runner, runs, pairs, out, sources, max_side)
+    print(f"{len(pairs)} pairs x {len(runs)} settings: {count} fusions to do, estimated {seconds / 60:.1f} min "
+          f"on this machine ({os.cpu_count()} cores)", flush=True)
+    return None if estimate_only else summaries(runner, runs, pairs, out, sources, max_side, model)
+
+
 def format_tables(tables: Sequence[Table], results: Dict[Tuple[str, str, str], Dict[str, str]]) -> List[str]:
     """Markdown: per table, one sub-table per task of the mean key metrics and seconds."""
     columns = evaluation.KEY_METRICS + ("seconds",)
@@ -371,10 +395,7 @@ def set_up(args: argparse.Namespace, pairs: Sequence[evaluation.Pair], providers
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="the development data folder")
-    parser.add_argument("--out", default=str(ROOT / "runs" / "quality_sweep"), help="sub-folders of eval results")
-    parser.add_argument("--doc", default=str(ROOT / "docs" / "QUALITY.md"))
+    parser = quality_parser(__doc__.split("\n\n")[0], "quality_sweep")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "quality_time.png"))
     parser.add_argument("--plot-metric", default="Qabf", choices=evaluation.KEY_METRICS)
     parser.add_argument("--pairs-per-task", type=int, default=3)
@@ -384,7 +405,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--ablation-steps", type=int, default=Settings().steps, help="steps of the DIG knob tables")
     parser.add_argument("--model", help="ONNX model (default: the bundled prior)")
     parser.add_argument("--backend", default="ort", choices=["ort", "trt"])
-    parser.add_argument("--estimate-only", action="store_true", help="print the time estimate and stop")
     args = parser.parse_args(argv)
 
     steps_axis = [int(s) for s in args.steps.split(",")] + ([100] if args.with_100 else [])
@@ -397,14 +417,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     providers = list(getattr(runner, "providers", []))
     start = time.perf_counter()
     try:
-        seconds, count = estimate(runner, runs, pairs, out, sources, args.max_side)
-        print(f"{len(pairs)} pairs x {len(runs)} settings: {count} fusions to do, estimated {seconds / 60:.1f} min "
-              f"on this machine ({os.cpu_count()} cores)", flush=True)
-        if args.estimate_only:
-            return 0
-        results = summaries(runner, runs, pairs, out, sources, args.max_side, args.model)
+        results = fuse_all(runner, runs, pairs, out, sources, args.max_side, args.model, args.estimate_only)
     finally:
         runner.close()
+    if results is None:
+        return 0
     print(f"done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     io.write_image(plot, draw_plot(tables, runs, results, args.plot_metric))
     lines = set_up(args, pairs, providers) + format_tables(tables, results) + plot_section(

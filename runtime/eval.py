@@ -46,7 +46,8 @@ DIFFUSION_METHODS = ("dig", "static")
 CLASSICAL_METHODS = ("average", "laplacian")
 METHODS = DIFFUSION_METHODS + CLASSICAL_METHODS
 # Settings fields added after run.json existed: recorded only when set, so older folders still resume.
-LATER_SETTINGS: Dict[str, Any] = {"timesteps": None, "dig_norm": "spread", "em_window": 1, "dig_passes": 1}
+LATER_SETTINGS: Dict[str, Any] = {"timesteps": None, "dig_norm": "spread", "em_window": 1, "dig_passes": 1,
+                                  "em_window_side": 0}
 KEY_METRICS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIFF", "Qabf", "SSIM")
 VALUE_COLUMNS = METRIC_NAMES + ("seconds",)
 PAIR_COLUMNS = ("task", "dataset", "name", "method", "steps", "height", "width", "seconds") + METRIC_NAMES + ("error",)
@@ -435,8 +436,11 @@ def format_report(summary: Sequence[Row], rows: Sequence[Row], pairs: Sequence[P
              "",
              f"Diffusion settings: {settings.steps} steps; DIG refresh every {settings.dig_every} steps, "
              f"window {settings.dig_window}" + (f" x {settings.dig_passes} passes" if settings.dig_passes > 1 else "")
-             + f", tau {tau}; E-step window {settings.em_window}; lamb {settings.lamb:g}, rho {settings.rho:g}, "
-             f"seed {settings.seed}; model: {model or 'the bundled prior'}.",
+             + f", tau {tau}; E-step window {settings.em_window}; "
+             + (f"given at a {settings.em_window_side}-px long side, scaled to each pair's; "
+                if settings.em_window_side else "in pixels; ")
+             + f"lamb {settings.lamb:g}, rho {settings.rho:g}, seed {settings.seed}; "
+             f"model: {model or 'the bundled prior'}.",
              "",
              "Metrics: `runtime/metrics.py` (CDDFuse Evaluator conventions) on the grey fused image vs the grey "
              "sources, 0..255, A then B; mean ± sample std over pairs (all metrics in `summary.csv`). "

@@ -9,11 +9,12 @@ from .api import TASK_DIG_TAU_TEXT
 from .sampler import Settings
 
 # Settings fields set one to one by an option of the same name (--dig-tau has per-task defaults).
-FIELDS = ("dig_every", "dig_window", "dig_passes", "dig_norm", "em_window")
+FIELDS = ("dig_every", "dig_window", "dig_passes", "dig_norm", "em_window", "em_window_side")
 
 
 def add_dig_options(p: argparse.ArgumentParser) -> None:
-    """``--dig-every``, ``--dig-window``, ``--dig-passes``, ``--dig-tau``, ``--dig-norm``, ``--em-window``."""
+    """``--dig-every``, ``--dig-window``, ``--dig-passes``, ``--dig-tau``, ``--dig-norm``, ``--em-window``,
+    ``--em-window-side``."""
     defaults = Settings()
     p.add_argument("--dig-every", type=int, default=defaults.dig_every, help="refresh DIG every S steps")
     p.add_argument("--dig-window", type=int, default=defaults.dig_window,
@@ -28,6 +29,9 @@ def add_dig_options(p: argparse.ArgumentParser) -> None:
                         "absolute: softmax(gains / tau), with tau = 1 the paper's formula as written")
     p.add_argument("--em-window", type=int, default=defaults.em_window,
                    help="odd window (px) of the geometric mean of DDFM's E-step weights; 1: DDFM's per-pixel weights")
+    p.add_argument("--em-window-side", type=int, default=defaults.em_window_side, metavar="PX",
+                   help="the long side at which --em-window is given: other sizes scale it by their long side / PX "
+                        "(to the nearest odd number); 0: --em-window in pixels")
 
 
 def dig_option_values(args: argparse.Namespace) -> Dict[str, Any]:

@@ -46,6 +46,7 @@ class Settings:
     dig_tau: float = 1.0
     dig_norm: str = "spread"  # "spread": temperature dig_tau x RMS gain spread; "absolute": dig_tau itself
     em_window: int = 5  # E-step weights: geometric mean over em_window x em_window; 1 = DDFM (docs/QUALITY.md)
+    em_window_side: int = 256  # the long side (px) em_window is given at, scaled to the sources'; 0: pixels
     lamb: float = 0.5
     rho: float = 0.001
     seed: int = 0
@@ -65,6 +66,19 @@ class Settings:
         for name in ("dig_window", "em_window"):
             if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name} must be a positive odd number, got {getattr(self, name)}")
+        if self.em_window_side < 0:
+            raise ValueError(f"em_window_side must be >= 0 (0: em_window in pixels), got {self.em_window_side}")
+
+
+def scaled_window(window: int, long_side: int, window_side: int) -> int:
+    """``window`` (px at a ``window_side``-px long side) for sources whose long side is ``long_side``: the
+    nearest odd number to ``window * long_side / window_side`` (ties up), so that the window covers the same
+    part of the scene at any resolution. 1 (DDFM's per-pixel E-step) and ``window_side`` 0 keep ``window``.
+    The loop scales the E-step window; the DIG window stays in pixels, as small hot targets need
+    (docs/QUALITY.md, Full resolution)."""
+    if window == 1 or window_side == 0:
+        return window
+    return 2 * int(window * long_side / window_side // 2) + 1
 
 
 @dataclass
@@ -118,7 +132,8 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
     weights = None
     em_state = ops.em_init(sources.shape[1:])
     whole_image = 2 * min(sources.shape[1:]) - 1  # the widest window that fits (tiny images)
-    dig_window, em_window = min(settings.dig_window, whole_image), min(settings.em_window, whole_image)
+    dig_window = min(settings.dig_window, whole_image)
+    em_window = min(scaled_window(settings.em_window, max(sources.shape[1:]), settings.em_window_side), whole_image)
     nonfinite = ops.nonfinite_init()  # first step whose model output held NaN/Inf, read after the loop
     steps = len(schedule.timesteps)
     for i in range(steps):

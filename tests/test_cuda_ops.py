@@ -205,7 +205,8 @@ def sources(height: int = 24, width: int = 40) -> np.ndarray:
 def test_gpu_loop_on_fake_device_equals_cpu_loop(fake_driver, channels, learn_sigma, em_window, dig_passes):
     pair = sources()
     runner = FakeRunner(channels, learn_sigma)
-    settings = Settings(steps=5, dig_every=2, dig_window=5, em_window=em_window, dig_passes=dig_passes)
+    settings = Settings(steps=5, dig_every=2, dig_window=5, em_window=em_window, dig_passes=dig_passes,
+                        em_window_side=0)
     x_T = initial_noise((channels,) + pair.shape[1:], settings.seed)
     cpu_trace = Trace()
     expected = sample(runner, pair, settings, x_T, trace=cpu_trace)

@@ -10,7 +10,7 @@ import pytest
 from dig2dig.runtime import api
 from dig2dig.runtime.backends.ort import OrtRunner
 from dig2dig.runtime.errors import NumericalError
-from dig2dig.runtime.sampler import Settings, Trace, sample
+from dig2dig.runtime.sampler import Settings, Trace, sample, scaled_window
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 ADM = SHARED / "reference" / "adm"
@@ -90,7 +90,7 @@ def test_padding_keeps_every_pixel(shape: tuple, tmp_path: Path) -> None:
 
     cv2.imwrite(str(tmp_path / "a.png"), img)
     cv2.imwrite(str(tmp_path / "b.png"), 255 - img)
-    result = api.fuse(tmp_path / "a.png", tmp_path / "b.png", settings=Settings(steps=2, em_window=41))
+    result = api.fuse(tmp_path / "a.png", tmp_path / "b.png", settings=Settings(steps=2, em_window=41, em_window_side=0))
     assert result.image.shape == shape
     multiple = api.open_runner().info.multiple
     assert result.raw.shape[1] % multiple == 0 and result.raw.shape[2] % multiple == 0
@@ -105,6 +105,27 @@ def test_trace_records_stages() -> None:
            trace=trace)
     assert set(trace.seconds) == {"backend", "dig", "guidance"}
     assert [r["step"] for r in trace.refreshes] == [0]
+
+
+def test_windows_scale_with_the_long_side() -> None:
+    """The E-step window is given at an ``em_window_side``-px long side: 5 px at 256 is 13 px at 640
+    (docs/QUALITY.md, Full resolution); 1 stays DDFM's per-pixel E-step; 0 keeps pixels. The loop
+    fuses with the scaled E-step window (equal to that window given in pixels) and the DIG window as
+    given."""
+    assert [scaled_window(41, side, 256) for side in (256, 255, 640, 96, 1024)] == [41, 41, 103, 15, 165]
+    assert scaled_window(5, 640, 256) == 13 and scaled_window(5, 96, 256) == 1
+    assert scaled_window(1, 1024, 256) == 1 and scaled_window(41, 640, 0) == 41
+    runner = api.open_runner()
+    rng = np.random.default_rng(4)
+    sources = rng.uniform(-1, 1, (2, 48, 96)).astype(np.float32)
+    x_T = rng.standard_normal((1, 48, 96)).astype(np.float32)
+
+    def fused(**windows: int) -> np.ndarray:
+        return sample(runner, sources, Settings(steps=3, dig_every=1, **windows), x_T)
+
+    scaled = fused(dig_window=9, em_window=3, em_window_side=48)  # x 2: 7 px
+    np.testing.assert_array_equal(scaled, fused(dig_window=9, em_window=7, em_window_side=0))
+    assert np.abs(scaled - fused(dig_window=9, em_window=3, em_window_side=0)).max() > 1e-3
 
 
 class _PoisonedRunner:

@@ -1,0 +1,118 @@
+"""Does the DIG window chosen at a 256-px long side hold at the size users fuse? The third generated
+block of docs/QUALITY.md.
+
+The defaults' windows were chosen on sources downscaled to a 256-px long side (``quality_all.py``);
+a window in pixels covers less of the scene in a larger image. This fuses a fixed subset of the
+development pairs (``--pairs-per-task``, taken in turn from each dataset as ``quality_sweep.py`` does)
+at a long side of at most ``--max-side`` px (default 640, a VGA thermal camera; mif pairs stay at
+their 256 px) with the defaults (the E-step window scaled to each pair's long side,
+``Settings.em_window_side``) and with fixed windows in pixels: the defaults' own, wider DIG windows
+towards the 640/256 = 2.5 ratio, the E-step window times 2.5, and both times 2.5; against static
+guidance and the classical anchors. One resumable sub-folder of ``--out`` per setting, as
+``dig2dig eval`` writes it; their ``per_pair.csv``, ``summary.csv`` and ``run.json`` are copied to
+``docs/quality_fullres/``, with the defaults' ``report.md`` and picture strips.
+
+    python benchmarks/quality_fullres.py --data ../shared/data
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from dig2dig.runtime import api
+from dig2dig.runtime import eval as evaluation
+from dig2dig.runtime.sampler import Settings
+from machine import bundled_prior, machine_line
+from quality_all import copy_results
+from quality_sweep import Run, Table, add_run, format_tables, fuse_all, quality_parser, select_pairs, update_doc
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- quality-fullres:begin -->", "<!-- quality-fullres:end -->"
+MAX_SIDE = 640
+PAIRS_PER_TASK = 4
+DIG_WINDOW = (65, 103)
+# both windows times 640 / 256, to the nearest odd number (13: what em_window_side 256 gives at 640 px)
+SCALED = (103, 13)
+LABELS = {"dig": "DIG", "static": "static (DDFM)", "average": "average (classical)",
+          "laplacian": "Laplacian pyramid (classical)"}
+
+
+def plan() -> Tuple[Dict[str, Run], Table]:
+    """The runs, and the one table that reads them."""
+    base = Settings()
+    pixels = replace(base, em_window_side=0)
+    runs: Dict[str, Run] = {}
+
+    def add(settings: Settings, method: str) -> str:
+        return add_run(runs, settings, method, task_tau=True)
+
+    dig = f"DIG, window {base.dig_window} x {base.dig_passes}"
+    rows = [(f"{dig}, E-step window {base.em_window} at {base.em_window_side} px, scaled to each pair's (defaults)",
+             add(base, "dig"), "dig"),
+            (f"{dig}, E-step window {base.em_window}, in pixels", add(pixels, "dig"), "dig")]
+    rows += [(f"DIG, window {window} x {base.dig_passes}, E-step window {base.em_window}, in pixels",
+              add(replace(pixels, dig_window=window), "dig"), "dig") for window in DIG_WINDOW]
+    rows.append((f"{dig}, E-step window {SCALED[1]}, in pixels", add(replace(pixels, em_window=SCALED[1]), "dig"),
+                 "dig"))
+    rows.append((f"DIG, window {SCALED[0]} x {base.dig_passes}, E-step window {SCALED[1]}, in pixels",
+                 add(replace(pixels, dig_window=SCALED[0], em_window=SCALED[1]), "dig"), "dig"))
+    rows += [(f"{LABELS['static']}, E-step window scaled (defaults)", add(base, "static"), "static"),
+             (f"{LABELS['static']}, E-step window {base.em_window} px", add(pixels, "static"), "static")]
+    rows += [(LABELS[method], add(base, method), method) for method in evaluation.CLASSICAL_METHODS]
+    return runs, Table(f"The DIG and E-step windows at full resolution, {base.steps} steps", rows)
+
+
+def set_up(command: str, pairs: Sequence[evaluation.Pair], per_task: int, max_side: int) -> List[str]:
+    """The generated set-up paragraph: command, machine, pairs and their sizes, defaults."""
+    listed = "; ".join(f"{task}: " + ", ".join(f"{p.dataset}/{p.name}" for p in pairs if p.task == task)
+                       for task in api.TASKS)
+    base = Settings()
+    return ["## Full resolution (generated)", "",
+            f"Command: `python benchmarks/quality_fullres.py {command}`", "",
+            f"Machine: {machine_line()}.", "",
+            f"Pairs ({len(pairs)}, the first {per_task} per task taken in turn from each dataset): {listed}. "
+            f"Sources larger than {max_side} px on the long side are downscaled with OpenCV INTER_AREA to "
+            f"{max_side} px; smaller ones are fused as they are. Model: the bundled prior ({bundled_prior()}).", "",
+            f"Unless a row says otherwise, the defaults of `dig2dig fuse` (chosen at a 256-px long side): "
+            f"{base.steps} steps, DIG refresh every {base.dig_every} steps, window {base.dig_window} x "
+            f"{base.dig_passes} passes, E-step window {base.em_window}, tau per task ({api.TASK_DIG_TAU_TEXT}). "
+            "Each cell is the mean over the task's pairs; seconds: wall time of one fusion on this machine.", ""]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = quality_parser(__doc__.split("\n\n")[0], "quality_fullres")
+    parser.add_argument("--docs-results", default=str(ROOT / "docs" / "quality_fullres"),
+                        help="where each folder's small result files are copied")
+    parser.add_argument("--pairs-per-task", type=int, default=PAIRS_PER_TASK)
+    parser.add_argument("--max-side", type=int, default=MAX_SIDE)
+    args = parser.parse_args(argv)
+
+    runs, table = plan()
+    pairs = select_pairs(evaluation.find_pairs(args.data), args.pairs_per_task)
+    out, doc = Path(args.out), Path(args.doc)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = out / "sources"
+    runner = api.open_runner()
+    start = time.perf_counter()
+    try:
+        results = fuse_all(runner, runs, pairs, out, sources, args.max_side, None, args.estimate_only)
+    finally:
+        runner.close()
+    if results is None:
+        return 0
+    print(f"done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+    copy_results(out, list(runs), Path(args.docs_results), table.rows[0][1])
+    command = f"--data {args.data}" + (
+        f" --pairs-per-task {args.pairs_per_task}" if args.pairs_per_task != PAIRS_PER_TASK else "") + (
+        f" --max-side {args.max_side}" if args.max_side != MAX_SIDE else "")
+    update_doc(doc, "\n".join(set_up(command, pairs, args.pairs_per_task, args.max_side)
+                              + format_tables([table], results)), BEGIN, END)
+    print(f"wrote {doc} and {args.docs_results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
