@@ -125,7 +125,8 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], max_side: int, docs: 
             f"Model: the bundled prior ({bundled_prior()}).", "",
             f"Unless a table varies it, the defaults of `dig2dig fuse`: {base.steps} steps, DIG refresh every "
             f"{base.dig_every} steps, window {base.dig_window} x {base.dig_passes} passes, E-step window "
-            f"{base.em_window}, tau per task ({api.TASK_DIG_TAU_TEXT}), lamb {base.lamb:g}, rho {base.rho:g}, "
+            f"{base.em_window} (given at a {base.em_window_side}-px long side, every pair's here), tau per task "
+            f"({api.TASK_DIG_TAU_TEXT}), lamb {base.lamb:g}, rho {base.rho:g}, "
             f"seed {base.seed}. Each cell is the mean over the task's pairs; "
             "n is the number of pairs a row holds so far. Per-pair rows, std and the other metrics: "
             f"[{os.path.relpath(docs, doc.parent)}/]({os.path.relpath(docs, doc.parent)}/), one folder per "

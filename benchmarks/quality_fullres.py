@@ -78,7 +78,8 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], per_task: int, max_si
             f"{max_side} px; smaller ones are fused as they are. Model: the bundled prior ({bundled_prior()}).", "",
             f"Unless a row says otherwise, the defaults of `dig2dig fuse` (chosen at a 256-px long side): "
             f"{base.steps} steps, DIG refresh every {base.dig_every} steps, window {base.dig_window} x "
-            f"{base.dig_passes} passes, E-step window {base.em_window}, tau per task ({api.TASK_DIG_TAU_TEXT}). "
+            f"{base.dig_passes} passes, E-step window {base.em_window} at a {base.em_window_side}-px long side "
+            f"(scaled to each pair's), tau per task ({api.TASK_DIG_TAU_TEXT}). "
             "Each cell is the mean over the task's pairs; seconds: wall time of one fusion on this machine.", ""]
 
 
