@@ -436,10 +436,10 @@ def format_report(summary: Sequence[Row], rows: Sequence[Row], pairs: Sequence[P
              "",
              f"Diffusion settings: {settings.steps} steps; DIG refresh every {settings.dig_every} steps, "
              f"window {settings.dig_window}" + (f" x {settings.dig_passes} passes" if settings.dig_passes > 1 else "")
-             + f", tau {tau}; E-step window {settings.em_window}; "
-             + (f"given at a {settings.em_window_side}-px long side, scaled to each pair's; "
-                if settings.em_window_side else "in pixels; ")
-             + f"lamb {settings.lamb:g}, rho {settings.rho:g}, seed {settings.seed}; "
+             + f", tau {tau}; E-step window {settings.em_window}"
+             + (f" at a {settings.em_window_side}-px long side, scaled to each pair's"
+                if settings.em_window_side else " px")
+             + f"; lamb {settings.lamb:g}, rho {settings.rho:g}, seed {settings.seed}; "
              f"model: {model or 'the bundled prior'}.",
              "",
              "Metrics: `runtime/metrics.py` (CDDFuse Evaluator conventions) on the grey fused image vs the grey "

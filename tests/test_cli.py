@@ -58,8 +58,8 @@ def test_dig_norm_absolute_is_the_plain_softmax(pair: Tuple[str, str], tmp_path:
 def test_em_window_smooths_the_e_step(pair: Tuple[str, str], tmp_path: Path,
                                       capsys: pytest.CaptureFixture) -> None:
     """--em-window 1 is DDFM's per-pixel E-step, another odd window (in pixels: --em-window-side 0)
-    changes the fusion, an even one or a negative --em-window-side is a clear one-line error that leaves the output
-    alone."""
+    changes the fusion, an even one or a negative --em-window-side is a clear one-line error that
+    leaves the output alone."""
     for name, window in (("plain.png", "1"), ("smooth.png", "5")):
         assert fuse([*pair, "-o", str(tmp_path / name), "--em-window", window, "--em-window-side", "0"]) == 0
     plain, smooth = (cv2.imread(str(tmp_path / n), 0).astype(int) for n in ("plain.png", "smooth.png"))

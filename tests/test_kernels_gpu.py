@@ -184,16 +184,16 @@ def test_em_ddfm_reference(kernels):
 
 
 def test_em_real_weighted(kernels):
-    sources = real_sources()
-    weights, _ = dig.dig_weights(sources, *plausible_estimates(sources), 9, 1.0)
     f_pre, I, V = noisy_tno_pair()  # noqa: E741
+    sources = np.stack([V, I])  # real_sources(): infrared, visible
+    weights, _ = dig.dig_weights(sources, *plausible_estimates(sources), 9, 1.0)
     compare_em(kernels, f_pre, I, V, steps=3, weights=(weights[1], weights[0]))
     compare_em(kernels, f_pre[:100, :130], I[:100, :130], V[:100, :130], steps=2)
 
 
 def test_em_real_windowed(kernels):
-    sources = real_sources()
-    weights, _ = dig.dig_weights(sources, *plausible_estimates(sources), 9, 1.0)
     f_pre, I, V = noisy_tno_pair()  # noqa: E741
+    sources = np.stack([V, I])  # real_sources(): infrared, visible
+    weights, _ = dig.dig_weights(sources, *plausible_estimates(sources), 9, 1.0)
     compare_em(kernels, f_pre, I, V, steps=3, weights=(weights[1], weights[0]), window=5)
     compare_em(kernels, f_pre[:7, :130], I[:7, :130], V[:7, :130], steps=2, window=13)  # radius 6 < 7 rows

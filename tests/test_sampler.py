@@ -90,7 +90,8 @@ def test_padding_keeps_every_pixel(shape: tuple, tmp_path: Path) -> None:
 
     cv2.imwrite(str(tmp_path / "a.png"), img)
     cv2.imwrite(str(tmp_path / "b.png"), 255 - img)
-    result = api.fuse(tmp_path / "a.png", tmp_path / "b.png", settings=Settings(steps=2, em_window=41, em_window_side=0))
+    result = api.fuse(tmp_path / "a.png", tmp_path / "b.png",
+                      settings=Settings(steps=2, em_window=41, em_window_side=0))
     assert result.image.shape == shape
     multiple = api.open_runner().info.multiple
     assert result.raw.shape[1] % multiple == 0 and result.raw.shape[2] % multiple == 0
@@ -107,7 +108,7 @@ def test_trace_records_stages() -> None:
     assert [r["step"] for r in trace.refreshes] == [0]
 
 
-def test_windows_scale_with_the_long_side() -> None:
+def test_e_step_window_scales_with_the_long_side() -> None:
     """The E-step window is given at an ``em_window_side``-px long side: 5 px at 256 is 13 px at 640
     (docs/QUALITY.md, Full resolution); 1 stays DDFM's per-pixel E-step; 0 keeps pixels. The loop
     fuses with the scaled E-step window (equal to that window given in pixels) and the DIG window as
