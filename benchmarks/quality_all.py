@@ -59,8 +59,8 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
     def add(settings: Settings, method: str, task_tau: bool = True) -> str:
         return add_run(runs, settings, method, task_tau)
 
-    tables = {"defaults": Table(f"At the defaults ({base.steps} steps): DIG, static guidance (DDFM) and the "
-                                "classical anchors",
+    tables = {"defaults": Table(f"At the defaults, but {base.steps} steps for every task: DIG, static guidance "
+                                "(DDFM) and the classical anchors",
                                 [(LABELS[method], add(base, method), method) for method in evaluation.METHODS])}
     rows = []
     for steps in steps_axis:
@@ -74,7 +74,7 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
         tables[key] = Table(f"{title}, DIG at {base.steps} steps", [
             (f"{field} = {value}" + (" (default)" if value == default else ""),
              add(replace(base, **{field: value}), "dig"), "dig") for value in values])
-    rows = [(f"per task, {api.TASK_DIG_TAU_TEXT} (default)", add(base, "dig"), "dig")]
+    rows = [(f"per task, {api.task_default_text('dig_tau')} (default)", add(base, "dig"), "dig")]
     rows += [(f"tau = {tau:g} for every task", add(replace(base, dig_tau=tau), "dig", task_tau=False), "dig")
              for tau in FIXED_TAU]
     tables["tau"] = Table(f"DIG temperature tau (relative to the gains' RMS spread), DIG at {base.steps} steps", rows)
@@ -123,10 +123,11 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], max_side: int, docs: 
             f"Pairs: all {len(pairs)} of the development set ({counts}), sources downscaled with OpenCV "
             f"INTER_AREA so that the long side is at most {max_side} px; every metric and time is at that size. "
             f"Model: the bundled prior ({bundled_prior()}).", "",
-            f"Unless a table varies it, the defaults of `dig2dig fuse`: {base.steps} steps, DIG refresh every "
+            f"Unless a table varies it, the defaults of `dig2dig fuse`, but {base.steps} steps for every task "
+            f"(mef's default is {api.TASK_DEFAULTS['mef']['steps']}, from the steps table): DIG refresh every "
             f"{base.dig_every} steps, window {base.dig_window} x {base.dig_passes} passes, E-step window "
             f"{base.em_window} (given at a {base.em_window_side}-px long side, every pair's here), tau per task "
-            f"({api.TASK_DIG_TAU_TEXT}), lamb {base.lamb:g}, rho {base.rho:g}, "
+            f"({api.task_default_text('dig_tau')}), lamb {base.lamb:g}, rho {base.rho:g}, "
             f"seed {base.seed}. Each cell is the mean over the task's pairs; "
             "n is the number of pairs a row holds so far. Per-pair rows, std and the other metrics: "
             f"[{os.path.relpath(docs, doc.parent)}/]({os.path.relpath(docs, doc.parent)}/), one folder per "

@@ -8,7 +8,8 @@ at a long side of at most ``--max-side`` px (default 640, a VGA thermal camera; 
 their 256 px) with the defaults (the E-step window scaled to each pair's long side,
 ``Settings.em_window_side``) and with fixed windows in pixels: the defaults' own, wider DIG windows
 towards the 640/256 = 2.5 ratio, the E-step window times 2.5, and both times 2.5; against static
-guidance and the classical anchors. One resumable sub-folder of ``--out`` per setting, as
+guidance and the classical anchors. A second table varies what else was chosen at 256 px: one tau for
+every task against the per-task taus, and 25 steps (mef's default) for every task. One resumable sub-folder of ``--out`` per setting, as
 ``dig2dig eval`` writes it; their ``per_pair.csv``, ``summary.csv`` and ``run.json`` are copied to
 ``docs/quality_fullres/``, with the defaults' ``report.md`` and picture strips.
 
@@ -34,20 +35,22 @@ BEGIN, END = "<!-- quality-fullres:begin -->", "<!-- quality-fullres:end -->"
 MAX_SIDE = 640
 PAIRS_PER_TASK = 4
 DIG_WINDOW = (65, 103)
+FIXED_TAU = (0.25, 1.0, 2.0)
+MORE_STEPS = 25
 # both windows times 640 / 256, to the nearest odd number (13: what em_window_side 256 gives at 640 px)
 SCALED = (103, 13)
 LABELS = {"dig": "DIG", "static": "static (DDFM)", "average": "average (classical)",
           "laplacian": "Laplacian pyramid (classical)"}
 
 
-def plan() -> Tuple[Dict[str, Run], Table]:
-    """The runs, and the one table that reads them."""
+def plan() -> Tuple[Dict[str, Run], List[Table]]:
+    """The runs, and the tables that read them: the windows; tau and steps."""
     base = Settings()
     pixels = replace(base, em_window_side=0)
     runs: Dict[str, Run] = {}
 
-    def add(settings: Settings, method: str) -> str:
-        return add_run(runs, settings, method, task_tau=True)
+    def add(settings: Settings, method: str, task_tau: bool = True) -> str:
+        return add_run(runs, settings, method, task_tau)
 
     dig = f"DIG, window {base.dig_window} x {base.dig_passes}"
     rows = [(f"{dig}, E-step window {base.em_window} at {base.em_window_side} px, scaled to each pair's (defaults)",
@@ -62,7 +65,16 @@ def plan() -> Tuple[Dict[str, Run], Table]:
     rows += [(f"{LABELS['static']}, E-step window scaled (defaults)", add(base, "static"), "static"),
              (f"{LABELS['static']}, E-step window {base.em_window} px", add(pixels, "static"), "static")]
     rows += [(LABELS[method], add(base, method), method) for method in evaluation.CLASSICAL_METHODS]
-    return runs, Table(f"The DIG and E-step windows at full resolution, {base.steps} steps", rows)
+    windows = Table(f"The DIG and E-step windows at full resolution, {base.steps} steps", rows)
+    rows = [(f"DIG, tau per task, {api.task_default_text('dig_tau')} (defaults)", add(base, "dig"), "dig")]
+    rows += [(f"DIG, tau = {tau:g} for every task", add(replace(base, dig_tau=tau), "dig", task_tau=False), "dig")
+             for tau in FIXED_TAU]
+    rows += [(f"DIG, {MORE_STEPS} steps", add(replace(base, steps=MORE_STEPS), "dig"), "dig"),
+             (f"{LABELS['static']} (defaults)", add(base, "static"), "static"),
+             (f"{LABELS['static']}, {MORE_STEPS} steps", add(replace(base, steps=MORE_STEPS), "static"), "static")]
+    rows += [(LABELS[method], add(base, method), method) for method in evaluation.CLASSICAL_METHODS]
+    return runs, [windows, Table(f"DIG temperature and steps at full resolution, {base.steps} steps unless "
+                                 "a row says otherwise", rows)]
 
 
 def set_up(command: str, pairs: Sequence[evaluation.Pair], per_task: int, max_side: int) -> List[str]:
@@ -76,10 +88,10 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], per_task: int, max_si
             f"Pairs ({len(pairs)}, the first {per_task} per task taken in turn from each dataset): {listed}. "
             f"Sources larger than {max_side} px on the long side are downscaled with OpenCV INTER_AREA to "
             f"{max_side} px; smaller ones are fused as they are. Model: the bundled prior ({bundled_prior()}).", "",
-            f"Unless a row says otherwise, the defaults of `dig2dig fuse` (chosen at a 256-px long side): "
-            f"{base.steps} steps, DIG refresh every {base.dig_every} steps, window {base.dig_window} x "
+            f"Unless a row says otherwise, the defaults of `dig2dig fuse` (chosen at a 256-px long side), but "
+            f"{base.steps} steps for every task (mef's default is {api.TASK_DEFAULTS['mef']['steps']}), DIG refresh every {base.dig_every} steps, window {base.dig_window} x "
             f"{base.dig_passes} passes, E-step window {base.em_window} at a {base.em_window_side}-px long side "
-            f"(scaled to each pair's), tau per task ({api.TASK_DIG_TAU_TEXT}). "
+            f"(scaled to each pair's), tau per task ({api.task_default_text('dig_tau')}). "
             "Each cell is the mean over the task's pairs; seconds: wall time of one fusion on this machine.", ""]
 
 
@@ -91,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max-side", type=int, default=MAX_SIDE)
     args = parser.parse_args(argv)
 
-    runs, table = plan()
+    runs, tables = plan()
     pairs = select_pairs(evaluation.find_pairs(args.data), args.pairs_per_task)
     out, doc = Path(args.out), Path(args.doc)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,12 +117,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if results is None:
         return 0
     print(f"done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-    copy_results(out, list(runs), Path(args.docs_results), table.rows[0][1])
+    copy_results(out, list(runs), Path(args.docs_results), tables[0].rows[0][1])
     command = f"--data {args.data}" + (
         f" --pairs-per-task {args.pairs_per_task}" if args.pairs_per_task != PAIRS_PER_TASK else "") + (
         f" --max-side {args.max_side}" if args.max_side != MAX_SIDE else "")
     update_doc(doc, "\n".join(set_up(command, pairs, args.pairs_per_task, args.max_side)
-                              + format_tables([table], results)), BEGIN, END)
+                              + format_tables(tables, results)), BEGIN, END)
     print(f"wrote {doc} and {args.docs_results}")
     return 0
 

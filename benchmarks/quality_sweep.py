@@ -79,11 +79,11 @@ class Table:
 
 def folder_name(settings: Settings, task_tau: bool = False) -> str:
     """``steps10_every2_window9_tau2``: ``tau-ivf1-mif0.5-mef2-mff0.5`` with each task's tau (the current
-    ``api.TASK_DIG_TAU``, so a change of those defaults starts new folders and keeps the old ones),
+    ``api.TASK_DEFAULTS``, so a change of those defaults starts new folders and keeps the old ones),
     ``_absolute`` for the absolute temperature, ``_emN`` for an E-step window N > 1, ``xN`` after the
     window for N > 1 DIG window passes, ``_px`` for an E-step window in pixels (``em_window_side`` 0) and
     ``_sideN`` for one given at another long side than 256 px."""
-    tau = "".join(f"-{task}{value:g}" for task, value in api.TASK_DIG_TAU.items()) if task_tau \
+    tau = "".join(f"-{task}{value['dig_tau']:g}" for task, value in api.TASK_DEFAULTS.items()) if task_tau \
         else f"{settings.dig_tau:g}"
     passes = f"x{settings.dig_passes}" if settings.dig_passes > 1 else ""
     name = f"steps{settings.steps}_every{settings.dig_every}_window{settings.dig_window}{passes}_tau{tau}"
@@ -228,7 +228,7 @@ def summaries(runner: Runner, runs: Dict[str, Run], pairs: Sequence[evaluation.P
     for i, (name, run) in enumerate(runs.items(), 1):
         print(f"[{i}/{len(runs)}] {name}: {', '.join(run.methods)}", flush=True)
         rows = evaluation.evaluate(pairs, out / name, run.methods, run.settings, max_side, runner=runner,
-                                   model=model, sources_dir=sources, task_tau=run.task_tau)
+                                   model=model, sources_dir=sources, per_task=("dig_tau",) if run.task_tau else ())
         table.update({(name, r["task"], r["method"]): r for r in rows if r["dataset"] == evaluation.ALL_DATASETS})
     return table
 

@@ -10,7 +10,7 @@ import json
 import sys
 from typing import List, Optional, Sequence
 
-from .api import PAPER_DIG_TAU, default_settings
+from .api import PAPER_DIG_TAU, default_settings, task_default_text
 from .errors import Dig2DigError, InputError
 from .options import add_dig_options, dig_option_values
 from .sampler import Settings
@@ -25,7 +25,7 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
                    help="ivf: A infrared, B visible; mif: A MRI; mef: A under-exposed; mff: A near focus")
     p.add_argument("--model", help="ONNX model or TensorRT plan (default: the bundled prior)")
     p.add_argument("--backend", default="ort", choices=["ort", "trt"])
-    p.add_argument("--steps", type=int, default=SETTINGS_DEFAULTS.steps)
+    p.add_argument("--steps", type=int, help=f"DDIM steps (default per task: {task_default_text('steps')})")
     p.add_argument("--schedule", help="step schedule JSON from 'dig2dig calibrate-steps' (replaces --steps)")
     p.add_argument("--guidance", default=SETTINGS_DEFAULTS.guidance, choices=["dig", "static"],
                    help="dig: Dig2DIG dynamic weights; static: DDFM (uniform weights)")
@@ -37,8 +37,9 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    chosen = dict(steps=args.steps, guidance=args.guidance, lamb=args.lamb, rho=args.rho, seed=args.seed,
-                  **dig_option_values(args))
+    chosen = dict(guidance=args.guidance, lamb=args.lamb, rho=args.rho, seed=args.seed, **dig_option_values(args))
+    if args.steps is not None:
+        chosen["steps"] = args.steps
     if args.schedule:
         from ..calibration.steps import load_schedule
 
@@ -59,9 +60,10 @@ def _fuse(args: argparse.Namespace) -> int:
     from . import api, io
 
     init_noise = io.read_npy(args.init_noise) if args.init_noise else None
-    with tqdm(total=args.steps, desc="fuse", unit="step", disable=args.quiet, delay=0.5) as bar:
+    settings = _settings(args)
+    with tqdm(total=settings.steps, desc="fuse", unit="step", disable=args.quiet, delay=0.5) as bar:
         result = api.fuse(args.a, args.b, task=args.task, model=args.model, backend=args.backend,
-                          settings=_settings(args), init_noise=init_noise, resize=args.resize,
+                          settings=settings, init_noise=init_noise, resize=args.resize,
                           stretch=args.stretch, progress=lambda i, n: bar.update(i - bar.n))
     if args.save_raw:
         io.write_npy(args.save_raw, result.raw)

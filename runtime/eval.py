@@ -216,25 +216,30 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str] = DIFF
              settings: Optional[Settings] = None, max_side: Optional[int] = None,
              model: Optional[PathLike] = None, backend: str = "ort", runner: Optional[Runner] = None,
              sources_dir: Optional[PathLike] = None, strips_per_task: int = 1, quiet: bool = False,
-             task_tau: bool = False) -> List[Row]:
+             per_task: Sequence[str] = ()) -> List[Row]:
     """Fuse and score every pair with every method into ``out``; writes the tables and report, returns the summary.
 
     Pairs and methods already in ``out/per_pair.csv`` are not recomputed. ``runner`` is shared by
     every diffusion fusion (opened here, and closed after, when not given and needed).
     ``sources_dir`` holds the downscaled copies (default ``out/sources``; a sweep shares one).
-    ``task_tau`` replaces ``settings.dig_tau`` by each pair's task default (``api.TASK_DIG_TAU``).
+    ``per_task`` names the fields of ``settings`` (of ``api.TASK_FIELDS``) replaced by each pair's task
+    default (``api.TASK_DEFAULTS``).
     The summary and report cover the given pairs and methods only.
     """
     settings = settings or Settings()
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise InputError(f"unknown method(s) {', '.join(unknown) or '(none)'} (choose from {', '.join(METHODS)})")
+    if set(per_task) - set(api.TASK_FIELDS):
+        raise InputError(f"per-task fields must be of {', '.join(api.TASK_FIELDS)}, got {', '.join(per_task)}")
+    task_settings = {task: replace(settings, **{k: api.TASK_DEFAULTS[task][k] for k in per_task})
+                     for task in api.TASKS}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_run(out, {"settings": {k: v for k, v in asdict(settings).items()
-                                  if k != "guidance" and not (task_tau and k == "dig_tau")
+                                  if k != "guidance" and k not in per_task
                                   and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])},
-                     **({"dig_tau": f"per task ({api.TASK_DIG_TAU_TEXT})"} if task_tau else {}),
+                     **{k: f"per task ({api.task_default_text(k)})" for k in per_task},
                      "max_side": max_side, "model": str(model) if model else "bundled prior",
                      "model_sha256": _model_sha256(model)})
     folder = Path(sources_dir) if sources_dir else out / "sources"
@@ -250,8 +255,7 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str] = DIFF
                 bar.set_postfix_str(f"{pair.key} {method}")
                 if method in DIFFUSION_METHODS and runner is None:
                     runner, own_runner = api.open_runner(model, backend), True
-                pair_settings = replace(settings, dig_tau=api.TASK_DIG_TAU[pair.task]) if task_tau else settings
-                rows.append(_evaluate_one(pair, method, pair_settings, runner, out, folder, max_side))
+                rows.append(_evaluate_one(pair, method, task_settings[pair.task], runner, out, folder, max_side))
                 io.write_text(out / PER_PAIR, format_csv(rows, PAIR_COLUMNS))
                 bar.update()
     finally:
@@ -260,9 +264,10 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str] = DIFF
     selected = select_rows(rows, pairs, methods)
     summary = summarise(selected)
     io.write_text(out / SUMMARY, format_csv(summary, SUMMARY_COLUMNS))
-    strips = write_strips(pairs, methods, out, folder, max_side, strips_per_task, settings.steps)
+    strips = write_strips(pairs, methods, out, folder, max_side, strips_per_task,
+                          {task: task_settings[task].steps for task in api.TASKS})
     io.write_text(out / REPORT, format_report(summary, selected, pairs, methods, settings, max_side, model, strips,
-                                                     task_tau))
+                                                     per_task))
     return summary
 
 
@@ -373,11 +378,11 @@ def summarise(rows: Sequence[Row]) -> List[Row]:
 
 
 def write_strips(pairs: Sequence[Pair], methods: Sequence[str], out: PathLike, folder: PathLike,
-                 max_side: Optional[int], per_task: int, steps: int) -> Dict[str, List[str]]:
+                 max_side: Optional[int], per_task: int, steps: Dict[str, int]) -> Dict[str, List[str]]:
     """Picture strips (A, B, each method's output, DIG weights of the last refresh) of the first
-    ``per_task`` pairs of each task, as ``out/strips/KEY.png``; returns their paths relative to ``out``."""
+    ``per_task`` pairs of each task, as ``out/strips/KEY.png``; returns their paths relative to ``out``.
+    ``steps``: the diffusion methods' steps, by task."""
     out = Path(out)
-    labels = {method: f"{method}, {steps} steps" for method in DIFFUSION_METHODS}
     strips: Dict[str, List[str]] = {}
     for pair in pairs:
         if len(strips.setdefault(pair.task, [])) >= per_task:
@@ -392,7 +397,8 @@ def write_strips(pairs: Sequence[Pair], methods: Sequence[str], out: PathLike, f
             continue
         role_a, role_b = api.TASKS[pair.task]
         tiles = [_tile(_read_rgb(source_pair.a), f"A: {role_a}"), _tile(_read_rgb(source_pair.b), f"B: {role_b}")]
-        tiles += [_tile(_read_rgb(path), labels.get(method, method)) for method, path in outputs]
+        tiles += [_tile(_read_rgb(path), f"{method}, {steps[pair.task]} steps" if method in DIFFUSION_METHODS
+                        else method) for method, path in outputs]
         weights = out / "weights" / f"{pair.key}.png"
         if weights.is_file():
             tiles.append(_read_rgb(weights))
@@ -424,19 +430,20 @@ def _tile(image: np.ndarray, label: str) -> np.ndarray:
 
 def format_report(summary: Sequence[Row], rows: Sequence[Row], pairs: Sequence[Pair], methods: Sequence[str],
                   settings: Settings, max_side: Optional[int], model: Optional[PathLike],
-                  strips: Dict[str, List[str]], task_tau: bool = False) -> str:
+                  strips: Dict[str, List[str]], per_task: Sequence[str] = ()) -> str:
     """report.md: what was run, one table per task (key metrics and seconds, mean ± std), the strips."""
     failed = sum(1 for row in rows if row.get("error"))
-    tau = f"per task ({api.TASK_DIG_TAU_TEXT})" if task_tau else f"{settings.dig_tau:g}"
+    value = {k: f"per task ({api.task_default_text(k)})" if k in per_task else f"{getattr(settings, k):g}"
+             for k in api.TASK_FIELDS}
     lines = ["# dig2dig eval", "",
              f"{len(pairs)} pairs, methods {', '.join(methods)}. "
              + (f"Sources downscaled with OpenCV INTER_AREA so that the long side is at most {max_side} px "
                 "(8-bit copies); every metric and time is at that size." if max_side else
                 "Sources at their native resolution."),
              "",
-             f"Diffusion settings: {settings.steps} steps; DIG refresh every {settings.dig_every} steps, "
+             f"Diffusion settings: steps {value['steps']}; DIG refresh every {settings.dig_every} steps, "
              f"window {settings.dig_window}" + (f" x {settings.dig_passes} passes" if settings.dig_passes > 1 else "")
-             + f", tau {tau}; E-step window {settings.em_window}"
+             + f", tau {value['dig_tau']}; E-step window {settings.em_window}"
              + (f" at a {settings.em_window_side}-px long side, scaled to each pair's"
                 if settings.em_window_side else " px")
              + f"; lamb {settings.lamb:g}, rho {settings.rho:g}, seed {settings.seed}; "
@@ -480,7 +487,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--dataset")
     p.add_argument("--limit-per-dataset", type=int, metavar="N", help="first N pairs of each dataset")
     p.add_argument("--methods", default="dig,static", help=f"comma-separated, of {', '.join(METHODS)}")
-    p.add_argument("--steps", type=int, default=Settings().steps)
+    p.add_argument("--steps", type=int, help=f"DDIM steps (default per task: {api.task_default_text('steps')})")
     add_dig_options(p)
     p.add_argument("--max-side", type=int, metavar="PX",
                    help="downscale both sources (INTER_AREA) so that the long side is at most PX")
@@ -498,16 +505,18 @@ def run_command(args: argparse.Namespace) -> int:
     for name, value in (("--limit-per-dataset", args.limit_per_dataset), ("--max-side", args.max_side)):
         if value is not None and value < 1:
             raise InputError(f"{name} must be at least 1, got {value}")
-    task_tau = args.dig_tau is None and args.dig_norm == "spread"
+    per_task = [field for field, given in (("dig_tau", args.dig_tau is not None or args.dig_norm == "absolute"),
+                                           ("steps", args.steps is not None)) if not given]
     tau = args.dig_tau if args.dig_tau is not None else api.PAPER_DIG_TAU if args.dig_norm == "absolute" \
         else Settings().dig_tau
     try:
-        settings = Settings(steps=args.steps, dig_tau=tau, **dig_option_values(args))
+        settings = Settings(steps=Settings().steps if args.steps is None else args.steps, dig_tau=tau,
+                            **dig_option_values(args))
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     pairs = find_pairs(args.data, args.task, args.dataset, args.limit_per_dataset)
     summary = evaluate(pairs, args.output, methods, settings, args.max_side, args.model, args.backend,
-                       strips_per_task=args.strips, quiet=args.quiet, task_tau=task_tau)
+                       strips_per_task=args.strips, quiet=args.quiet, per_task=per_task)
     failed = sum(int(entry["errors"]) for entry in summary if entry["dataset"] == ALL_DATASETS)
     if failed:
         print(f"dig2dig eval: {failed} fusion(s) recorded an error (see {Path(args.output) / PER_PAIR})",

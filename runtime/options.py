@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
-from .api import TASK_DIG_TAU_TEXT
+from .api import task_default_text
 from .sampler import Settings
 
 # Settings fields set one to one by an option of the same name (--dig-tau has per-task defaults).
@@ -22,7 +22,8 @@ def add_dig_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dig-passes", type=int, default=defaults.dig_passes,
                    help="box means of --dig-window applied in turn: 1 a box, 2 a tent, 3 close to a Gaussian")
     p.add_argument("--dig-tau", type=float,
-                   help=f"softmax temperature relative to the RMS gain spread (default per task: {TASK_DIG_TAU_TEXT}); "
+                   help="softmax temperature relative to the RMS gain spread "
+                        f"(default per task: {task_default_text('dig_tau')}); "
                         "with --dig-norm absolute, the temperature itself (default 1)")
     p.add_argument("--dig-norm", default=defaults.dig_norm, choices=["spread", "absolute"],
                    help="spread: temperature scaled by the gains' RMS spread (ours); "

@@ -1,6 +1,7 @@
 """``dig2dig fuse`` end to end: outputs, bad input, atomic writes, and no PyTorch at run time."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from dig2dig.runtime import api, cli
 from dig2dig.runtime.cli import main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -43,6 +45,30 @@ def test_fuse_writes_outputs(pair: Tuple[str, str], tmp_path: Path) -> None:
     assert np.load(raw).shape == (1, 64, 96)
     montage = cv2.imread(str(maps / "dig_weights.png"))
     assert montage is not None and montage.shape[1] == 2 * 256
+
+
+@pytest.mark.parametrize("task", list(api.TASKS))
+def test_task_defaults_unless_given(task: str) -> None:
+    """Without --steps or --dig-tau a task runs its TASK_DEFAULTS (mef 25 steps); given, they win."""
+    def settings(*extra: str) -> "cli.Settings":
+        return cli._settings(cli.build_parser().parse_args(["fuse", "a.png", "b.png", "-o", "f.png", "--task", task,
+                                                            *extra]))
+
+    chosen = settings()
+    assert (chosen.steps, chosen.dig_tau) == (api.TASK_DEFAULTS[task]["steps"], api.TASK_DEFAULTS[task]["dig_tau"])
+    assert api.TASK_DEFAULTS["mef"]["steps"] == 25 and api.TASK_DEFAULTS["ivf"]["steps"] == 10
+    given = settings("--steps", "7", "--dig-tau", "3")
+    assert (given.steps, given.dig_tau) == (7, 3.0)
+
+
+def test_bench_reports_each_stage(pair: Tuple[str, str], capsys: pytest.CaptureFixture) -> None:
+    """``dig2dig bench --json`` times every stage of real fusions at the settings it was given."""
+    assert main(["bench", *pair, "--steps", "2", "--dig-every", "1", "--runs", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["steps"], report["runs"]) == (2, 2) and report["refreshes"] >= 1
+    assert (report["height"], report["width"]) == (64, 96)
+    assert report["stages"]["total"]["median"] > 0 and len(report["runs_seconds"]["total"]) == 2
+    assert report["table"].startswith("96x64 px, 2 steps")
 
 
 def test_dig_norm_absolute_is_the_plain_softmax(pair: Tuple[str, str], tmp_path: Path) -> None:

@@ -156,15 +156,26 @@ def test_eval_dig_norm_absolute_runs_the_plain_softmax(data: Path, tmp_path: Pat
     assert "dig_tau" not in record and len(read_csv(out / "per_pair.csv")) == 2
 
 
-def test_per_task_tau_is_recorded_by_value(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A folder made with the per-task temperatures refuses to resume once those defaults change."""
+def test_per_task_defaults_are_used_and_recorded_by_value(data: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --steps/--dig-tau each pair runs its task's defaults; a folder made with them refuses to resume
+    once those defaults change."""
+    monkeypatch.setitem(api.TASK_DEFAULTS, "ivf", {"dig_tau": 0.5, "steps": 2})
+    monkeypatch.setitem(api.TASK_DEFAULTS, "mif", {"dig_tau": 0.25, "steps": 3})
     out = tmp_path / "out"
-    pairs = evaluation.find_pairs(data)
-    evaluation.evaluate(pairs, out, ["average"], Settings(steps=2), max_side=64, quiet=True, task_tau=True)
-    assert json.loads((out / "run.json").read_text())["dig_tau"] == f"per task ({api.TASK_DIG_TAU_TEXT})"
-    monkeypatch.setattr(api, "TASK_DIG_TAU_TEXT", "ivf 9, mif 9, mef 9, mff 9")
+    assert main(["eval", "--data", str(data), "--methods", "dig", "--max-side", "64", "-o", str(out), "-q"]) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["steps"] == f"per task ({api.task_default_text('steps')})" and "ivf 2, mif 3" in record["steps"]
+    assert record["dig_tau"] == f"per task ({api.task_default_text('dig_tau')})"
+    assert "steps" not in record["settings"] and "dig_tau" not in record["settings"]
+    assert {row["task"]: row["steps"] for row in read_csv(out / "per_pair.csv")} == {"ivf": "2", "mif": "3"}
+    assert "steps per task (ivf 2, mif 3" in (out / "report.md").read_text()
+    monkeypatch.setitem(api.TASK_DEFAULTS, "mif", {"dig_tau": 9.0, "steps": 3})
     with pytest.raises(InputError, match="other settings"):
-        evaluation.evaluate(pairs, out, ["average"], Settings(steps=2), max_side=64, quiet=True, task_tau=True)
+        evaluation.evaluate(evaluation.find_pairs(data), out, ["dig"], Settings(), max_side=64, quiet=True,
+                            per_task=("dig_tau", "steps"))
+    with pytest.raises(InputError, match="per-task fields"):
+        evaluation.evaluate(evaluation.find_pairs(data), out, ["dig"], Settings(), per_task=("lamb",))
 
 
 def test_another_model_needs_another_folder(data: Path, tmp_path: Path) -> None:
