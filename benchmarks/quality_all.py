@@ -6,7 +6,7 @@ this runs every pair of ``--data`` (long side ``--max-side`` px) around the defa
 (``Settings()``, each task's tau): DIG vs static guidance and the classical anchors, steps (10, 25,
 and ``--more-steps``, e.g. 50,100), the refresh interval S in {1, 2, 5, 10}, the window in {9, 21,
 41}, one tau for every task in {0.25, 0.5, 1, 2} against the per-task taus, Dig2DIG's softmax as written
-(absolute temperature 1), the E-step window in {1 (DDFM), 3, 5, 9} for DIG and {1, 5} for static, and
+(absolute temperature 1), the E-step window in {1 (DDFM), 3, 5, 9, 13} for DIG and {1, 5, 9} for static, and
 the DIG gain smoothing: a box of window w applied n times (``DIG_SMOOTHING``).
 One resumable sub-folder of ``--out`` per setting, as ``dig2dig eval``
 writes it. ``--tables`` picks the tables whose missing fusions are computed now (a long job can be
@@ -41,8 +41,8 @@ STEPS = (10, 25)
 DIG_EVERY = (1, 2, 5, 10)
 DIG_WINDOW = (9, 21, 41)
 FIXED_TAU = (0.25, 0.5, 1.0, 2.0)
-EM_WINDOW = (1, 3, 5, 9)
-EM_WINDOW_STATIC = (1, 5)
+EM_WINDOW = (1, 3, 5, 9, 13)
+EM_WINDOW_STATIC = (1, 5, 9)
 # (window, passes); the first three have about the same variance, passes * (window**2 - 1) / 12
 DIG_SMOOTHING = ((41, 1), (29, 2), (23, 3), (41, 3), (61, 1), (61, 3))
 LABELS = {"dig": "DIG", "static": "static (DDFM)", "average": "average (classical)",

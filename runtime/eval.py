@@ -436,7 +436,7 @@ def format_report(summary: Sequence[Row], rows: Sequence[Row], pairs: Sequence[P
     value = {k: f"per task ({api.task_default_text(k)})" if k in per_task else f"{getattr(settings, k):g}"
              for k in api.TASK_FIELDS}
     lines = ["# dig2dig eval", "",
-             f"{len(pairs)} pairs, methods {', '.join(methods)}. "
+             f"{len(pairs)} pair{'' if len(pairs) == 1 else 's'}, methods {', '.join(methods)}. "
              + (f"Sources downscaled with OpenCV INTER_AREA so that the long side is at most {max_side} px "
                 "(8-bit copies); every metric and time is at that size." if max_side else
                 "Sources at their native resolution."),
