@@ -125,7 +125,8 @@ def add_parser(subparsers: Any) -> None:
                               help="a DIG-driven step schedule for a task (JSON for fuse --schedule)")
     p.add_argument("--data", required=True, help="pairs in TASK/DATASET/{a,b}/NAME layout")
     p.add_argument("--task", required=True, choices=list(api.TASKS))
-    p.add_argument("--steps", type=int, default=Settings().steps, help="steps of the schedule to make")
+    p.add_argument("--steps", type=int,
+                   help=f"steps of the schedule to make (default: the task's, {api.task_default_text('steps')})")
     p.add_argument("--fine-steps", type=int, default=50, help="steps of the profiling runs")
     p.add_argument("--pairs", type=int, default=4, help="calibration pairs (the first ones found)")
     p.add_argument("--max-side", type=int, default=256, help="downscale the pairs to this long side (px)")
@@ -144,7 +145,8 @@ def run_command(args: argparse.Namespace) -> int:
         raise InputError(f"{args.data}: no {args.task} pairs found")
     runner = api.open_runner(args.model)
     try:
-        record = calibrate(found[:args.pairs], args.task, args.steps, args.fine_steps, args.max_side, args.mix, runner)
+        steps = api.TASK_DEFAULTS[args.task]["steps"] if args.steps is None else args.steps
+        record = calibrate(found[:args.pairs], args.task, steps, args.fine_steps, args.max_side, args.mix, runner)
     finally:
         runner.close()
     io.write_text(args.out, json.dumps(record, indent=1) + "\n")

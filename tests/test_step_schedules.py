@@ -101,3 +101,16 @@ def test_calibrate_then_fuse_with_the_schedule(tmp_path: Path, capsys: pytest.Ca
     bad.write_text("[]")
     assert cli.main(["fuse", *map(str, crops), "-o", str(tmp_path / "x.png"), "--schedule", str(bad), "-q"]) == 2
     assert "bad.json" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+def test_calibrate_defaults_to_the_task_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --steps the schedule has the task's default step count (api.TASK_DEFAULTS)."""
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not data.is_dir():
+        pytest.skip(f"development data not found at {data}")
+    monkeypatch.setitem(api.TASK_DEFAULTS, "mef", {**api.TASK_DEFAULTS["mef"], "steps": 3})
+    schedule = tmp_path / "mef.json"
+    assert cli.main(["calibrate-steps", "--data", str(data), "--task", "mef", "--fine-steps", "6", "--pairs", "1",
+                     "--max-side", "48", "-o", str(schedule)]) == 0
+    record = json.loads(schedule.read_text())
+    assert record["steps"] == 3 and len(record["timesteps"]) == 3
