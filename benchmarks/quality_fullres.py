@@ -75,7 +75,7 @@ def plan() -> Tuple[Dict[str, Run], List[Table]]:
     rows += [(f"DIG, tau = {tau:g} for every task", add(replace(base, dig_tau=tau), "dig", task_tau=False), "dig")
              for tau in FIXED_TAU]
     rows += [(f"DIG, {MORE_STEPS} steps", add(replace(base, steps=MORE_STEPS), "dig"), "dig"),
-             (f"{LABELS['static']} (defaults)", add(base, "static"), "static"),
+             (f"{LABELS['static']}, {base.steps} steps (defaults)", add(base, "static"), "static"),
              (f"{LABELS['static']}, {MORE_STEPS} steps", add(replace(base, steps=MORE_STEPS), "static"), "static")]
     rows += [(LABELS[method], add(base, method), method) for method in evaluation.CLASSICAL_METHODS]
     return runs, [windows, Table(f"DIG temperature and steps at full resolution, {base.steps} steps unless "
