@@ -35,7 +35,8 @@ NOISE_STREAM_DIG = 1
 
 @dataclass
 class Settings:
-    """Sampler settings; the defaults are the ones chosen in docs/QUALITY.md."""
+    """Sampler settings; the defaults are the ones chosen in docs/QUALITY.md. Each task's ``dig_tau`` and
+    ``steps`` are ``api.TASK_DEFAULTS`` (``api.default_settings(task)``)."""
 
     steps: int = 10
     timesteps: Optional[Tuple[int, ...]] = None  # explicit descending schedule (overrides steps), e.g. calibrated
