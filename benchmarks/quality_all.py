@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -155,17 +155,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     todo = {name: runs[name] for key in chosen for _, name, _ in tables[key].rows}
     pairs = evaluation.find_pairs(args.data)
     out, doc, docs = Path(args.out), Path(args.doc), Path(args.docs_results)
-    out.mkdir(parents=True, exist_ok=True)
-    sources = out / "sources"
-    runner = api.open_runner()
-    start = time.perf_counter()
-    try:
-        done = fuse_all(runner, todo, pairs, out, sources, args.max_side, None, args.estimate_only)
-    finally:
-        runner.close()
+    with closing(api.open_runner()) as runner:
+        done = fuse_all(runner, todo, pairs, out, args.max_side, None, args.estimate_only)
     if done is None:
         return 0
-    print(f"done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     results = {(name, task, method): row for name, run in runs.items()
                for (task, method), row in held(pairs, out / name, run).items()}
     present = [name for name in runs if (out / name / evaluation.PER_PAIR).is_file()]

@@ -19,7 +19,7 @@ copied to ``docs/quality_fullres/``, with the defaults' ``report.md`` and pictur
 from __future__ import annotations
 
 import sys
-import time
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -28,7 +28,7 @@ from dig2dig.runtime import api
 from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.sampler import Settings
 from machine import bundled_prior, machine_line
-from quality_all import copy_results
+from quality_all import LABELS, copy_results
 from quality_sweep import Run, Table, add_run, format_tables, fuse_all, quality_parser, select_pairs, update_doc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +42,6 @@ MORE_STEPS = 25
 SCALED = (103, 13)
 # the E-step window that the all-pairs table prefers at 256 px, scaled as the default is (23 px at 640)
 WIDER_EM = 9
-LABELS = {"dig": "DIG", "static": "static (DDFM)", "average": "average (classical)",
-          "laplacian": "Laplacian pyramid (classical)"}
 
 
 def plan() -> Tuple[Dict[str, Run], List[Table]]:
@@ -69,7 +67,8 @@ def plan() -> Tuple[Dict[str, Run], List[Table]]:
                  add(replace(pixels, dig_window=SCALED[0], em_window=SCALED[1]), "dig"), "dig"))
     rows += [(f"{LABELS['static']}, E-step window scaled (defaults)", add(base, "static"), "static"),
              (f"{LABELS['static']}, E-step window {base.em_window} px", add(pixels, "static"), "static")]
-    rows += [(LABELS[method], add(base, method), method) for method in evaluation.CLASSICAL_METHODS]
+    anchors = [(LABELS[method], add(base, method), method) for method in evaluation.CLASSICAL_METHODS]
+    rows += anchors
     windows = Table(f"The DIG and E-step windows at full resolution, {base.steps} steps", rows)
     rows = [(f"DIG, tau per task, {api.task_default_text('dig_tau')} (defaults)", add(base, "dig"), "dig")]
     rows += [(f"DIG, tau = {tau:g} for every task", add(replace(base, dig_tau=tau), "dig", task_tau=False), "dig")
@@ -77,7 +76,7 @@ def plan() -> Tuple[Dict[str, Run], List[Table]]:
     rows += [(f"DIG, {MORE_STEPS} steps", add(replace(base, steps=MORE_STEPS), "dig"), "dig"),
              (f"{LABELS['static']}, {base.steps} steps (defaults)", add(base, "static"), "static"),
              (f"{LABELS['static']}, {MORE_STEPS} steps", add(replace(base, steps=MORE_STEPS), "static"), "static")]
-    rows += [(LABELS[method], add(base, method), method) for method in evaluation.CLASSICAL_METHODS]
+    rows += anchors
     return runs, [windows, Table(f"DIG temperature and steps at full resolution, {base.steps} steps unless "
                                  "a row says otherwise", rows)]
 
@@ -94,8 +93,8 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], per_task: int, max_si
             f"Sources larger than {max_side} px on the long side are downscaled with OpenCV INTER_AREA to "
             f"{max_side} px; smaller ones are fused as they are. Model: the bundled prior ({bundled_prior()}).", "",
             f"Unless a row says otherwise, the defaults of `dig2dig fuse` (chosen at a 256-px long side), but "
-            f"{base.steps} steps for every task (mef's default is {api.TASK_DEFAULTS['mef']['steps']}), DIG refresh every {base.dig_every} steps, window {base.dig_window} x "
-            f"{base.dig_passes} passes, E-step window {base.em_window} at a {base.em_window_side}-px long side "
+            f"{base.steps} steps for every task (mef's default is {api.TASK_DEFAULTS['mef']['steps']}), DIG refresh "
+            f"every {base.dig_every} steps, window {base.dig_window} x {base.dig_passes} passes, E-step window {base.em_window} at a {base.em_window_side}-px long side "
             f"(scaled to each pair's), tau per task ({api.task_default_text('dig_tau')}). "
             "Each cell is the mean over the task's pairs; seconds: wall time of one fusion on this machine.", ""]
 
@@ -111,17 +110,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     runs, tables = plan()
     pairs = select_pairs(evaluation.find_pairs(args.data), args.pairs_per_task)
     out, doc = Path(args.out), Path(args.doc)
-    out.mkdir(parents=True, exist_ok=True)
-    sources = out / "sources"
-    runner = api.open_runner()
-    start = time.perf_counter()
-    try:
-        results = fuse_all(runner, runs, pairs, out, sources, args.max_side, None, args.estimate_only)
-    finally:
-        runner.close()
+    with closing(api.open_runner()) as runner:
+        results = fuse_all(runner, runs, pairs, out, args.max_side, None, args.estimate_only)
     if results is None:
         return 0
-    print(f"done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     copy_results(out, list(runs), Path(args.docs_results), tables[0].rows[0][1])
     command = f"--data {args.data}" + (
         f" --pairs-per-task {args.pairs_per_task}" if args.pairs_per_task != PAIRS_PER_TASK else "") + (

@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -244,15 +245,21 @@ def quality_parser(description: str, out: str) -> argparse.ArgumentParser:
     return parser
 
 
-def fuse_all(runner: Runner, runs: Dict[str, Run], pairs: Sequence[evaluation.Pair], out: Path, sources: Path,
-             max_side: int, model: Optional[str], estimate_only: bool
-             ) -> Optional[Dict[Tuple[str, str, str], Dict[str, str]]]:
-    """Print the estimated time of the fusions ``runs`` still lack; then, unless ``estimate_only`` (None),
-    run them all (``summaries``)."""
+def fuse_all(runner: Runner, runs: Dict[str, Run], pairs: Sequence[evaluation.Pair], out: Path, max_side: int,
+             model: Optional[str], estimate_only: bool) -> Optional[Dict[Tuple[str, str, str], Dict[str, str]]]:
+    """Print the estimated time of the fusions ``runs`` still lack in ``out`` (downscaled sources shared in
+    ``out/sources``); then, unless ``estimate_only`` (None), run them all (``summaries``) and print the time."""
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    sources = out / "sources"
     seconds, count = estimate(runner, runs, pairs, out, sources, max_side)
     print(f"{len(pairs)} pairs x {len(runs)} settings: {count} fusions to do, estimated {seconds / 60:.1f} min "
           f"on this machine ({os.cpu_count()} cores)", flush=True)
-    return None if estimate_only else summaries(runner, runs, pairs, out, sources, max_side, model)
+    if estimate_only:
+        return None
+    results = summaries(runner, runs, pairs, out, sources, max_side, model)
+    print(f"done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+    return results
 
 
 def format_tables(tables: Sequence[Table], results: Dict[Tuple[str, str, str], Dict[str, str]]) -> List[str]:
@@ -410,19 +417,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     steps_axis = [int(s) for s in args.steps.split(",")] + ([100] if args.with_100 else [])
     runs, tables = plan(steps_axis, args.ablation_steps)
     pairs = select_pairs(evaluation.find_pairs(args.data), args.pairs_per_task)
-    out, doc, plot = Path(args.out), Path(args.doc), Path(args.plot)
-    out.mkdir(parents=True, exist_ok=True)
-    sources = out / "sources"
-    runner = api.open_runner(args.model, args.backend)
-    providers = list(getattr(runner, "providers", []))
-    start = time.perf_counter()
-    try:
-        results = fuse_all(runner, runs, pairs, out, sources, args.max_side, args.model, args.estimate_only)
-    finally:
-        runner.close()
+    doc, plot = Path(args.doc), Path(args.plot)
+    with closing(api.open_runner(args.model, args.backend)) as runner:
+        providers = list(getattr(runner, "providers", []))
+        results = fuse_all(runner, runs, pairs, Path(args.out), args.max_side, args.model, args.estimate_only)
     if results is None:
         return 0
-    print(f"done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     io.write_image(plot, draw_plot(tables, runs, results, args.plot_metric))
     lines = set_up(args, pairs, providers) + format_tables(tables, results) + plot_section(
         plot, doc, args.plot_metric, "DIG and static at each step count of the first table, and the classical anchors")

@@ -33,7 +33,7 @@ TASK_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "mef": {"dig_tau": 2.0, "steps": 25},
     "mff": {"dig_tau": 0.5, "steps": 10},
 }
-TASK_FIELDS = ("dig_tau", "steps")
+TASK_FIELDS = tuple(TASK_DEFAULTS["ivf"])  # the Settings fields every task sets: dig_tau, steps
 # With --dig-norm absolute and no --dig-tau: softmax(DIG), Dig2DIG's formula as written.
 PAPER_DIG_TAU = 1.0
 PathLike = Union[str, Path]
