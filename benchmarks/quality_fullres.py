@@ -5,12 +5,13 @@ The defaults' windows were chosen on sources downscaled to a 256-px long side (`
 a window in pixels covers less of the scene in a larger image. This fuses a fixed subset of the
 development pairs (``--pairs-per-task``, taken in turn from each dataset as ``quality_sweep.py`` does)
 at a long side of at most ``--max-side`` px (default 640, a VGA thermal camera; mif pairs stay at
-their 256 px) with the defaults (the E-step window scaled to each pair's long side,
-``Settings.em_window_side``) and with fixed windows in pixels: the defaults' own, wider DIG windows
-towards the 640/256 = 2.5 ratio, the E-step window times 2.5, and both times 2.5; and with a wider
-E-step window scaled as the default's is; against static guidance and the classical anchors. A
-second table varies what else was chosen at 256 px: one tau for every task against the per-task
-taus, and 25 steps (mef's default) for every task. One resumable sub-folder of ``--out`` per
+their 256 px). The first table asked whether the windows should scale, at the E-step window of the
+time (``WINDOWS_EM``, 5 px at 256): scaled to each pair's long side (``Settings.em_window_side``),
+and fixed in pixels: that window, wider DIG windows towards the 640/256 = 2.5 ratio, the E-step
+window times 2.5, and both times 2.5; against the defaults (9 px at 256, scaled), static guidance
+and the classical anchors. A second table varies, around the defaults, what else was chosen at
+256 px: one tau for every task against the per-task taus, and 25 steps (mef's default) for every
+task. One resumable sub-folder of ``--out`` per
 setting, as ``dig2dig eval`` writes it; their ``per_pair.csv``, ``summary.csv`` and ``run.json`` are
 copied to ``docs/quality_fullres/``, with the defaults' ``report.md`` and picture strips.
 
@@ -38,38 +39,39 @@ PAIRS_PER_TASK = 4
 DIG_WINDOW = (65, 103)
 FIXED_TAU = (0.25, 1.0, 2.0)
 MORE_STEPS = 25
-# both windows times 640 / 256, to the nearest odd number (13: what em_window_side 256 gives at 640 px)
+# the E-step window (px at 256) of the windows table: the default when it was asked (docs/QUALITY.md)
+WINDOWS_EM = 5
+# both windows times 640 / 256, to the nearest odd number (13: what em_window_side 256 gives WINDOWS_EM at 640 px)
 SCALED = (103, 13)
-# the E-step window that the all-pairs table prefers at 256 px, scaled as the default is (23 px at 640)
-WIDER_EM = 9
 
 
 def plan() -> Tuple[Dict[str, Run], List[Table]]:
     """The runs, and the tables that read them: the windows; tau and steps."""
     base = Settings()
-    pixels = replace(base, em_window_side=0)
+    earlier = replace(base, em_window=WINDOWS_EM)
+    pixels = replace(earlier, em_window_side=0)
     runs: Dict[str, Run] = {}
 
     def add(settings: Settings, method: str, task_tau: bool = True) -> str:
         return add_run(runs, settings, method, task_tau)
 
     dig = f"DIG, window {base.dig_window} x {base.dig_passes}"
-    rows = [(f"{dig}, E-step window {base.em_window} at {base.em_window_side} px, scaled to each pair's (defaults)",
-             add(base, "dig"), "dig"),
-            (f"{dig}, E-step window {base.em_window}, in pixels", add(pixels, "dig"), "dig")]
-    rows += [(f"DIG, window {window} x {base.dig_passes}, E-step window {base.em_window}, in pixels",
+    scaled = f"at {base.em_window_side} px, scaled to each pair's"
+    rows = [(f"{dig}, E-step window {WINDOWS_EM} {scaled}", add(earlier, "dig"), "dig"),
+            (f"{dig}, E-step window {WINDOWS_EM}, in pixels", add(pixels, "dig"), "dig")]
+    rows += [(f"DIG, window {window} x {base.dig_passes}, E-step window {WINDOWS_EM}, in pixels",
               add(replace(pixels, dig_window=window), "dig"), "dig") for window in DIG_WINDOW]
-    rows.append((f"{dig}, E-step window {WIDER_EM} at {base.em_window_side} px, scaled to each pair's",
-                 add(replace(base, em_window=WIDER_EM), "dig"), "dig"))
+    rows.append((f"{dig}, E-step window {base.em_window} {scaled} (defaults)", add(base, "dig"), "dig"))
     rows.append((f"{dig}, E-step window {SCALED[1]}, in pixels", add(replace(pixels, em_window=SCALED[1]), "dig"),
                  "dig"))
     rows.append((f"DIG, window {SCALED[0]} x {base.dig_passes}, E-step window {SCALED[1]}, in pixels",
                  add(replace(pixels, dig_window=SCALED[0], em_window=SCALED[1]), "dig"), "dig"))
-    rows += [(f"{LABELS['static']}, E-step window scaled (defaults)", add(base, "static"), "static"),
-             (f"{LABELS['static']}, E-step window {base.em_window} px", add(pixels, "static"), "static")]
+    rows += [(f"{LABELS['static']}, E-step window {WINDOWS_EM} {scaled}", add(earlier, "static"), "static"),
+             (f"{LABELS['static']}, E-step window {WINDOWS_EM} px", add(pixels, "static"), "static")]
     anchors = [(LABELS[method], add(base, method), method) for method in evaluation.CLASSICAL_METHODS]
     rows += anchors
-    windows = Table(f"The DIG and E-step windows at full resolution, {base.steps} steps", rows)
+    windows = Table(f"The DIG and E-step windows at full resolution (asked at E-step window {WINDOWS_EM}), "
+                    f"{base.steps} steps", rows)
     rows = [(f"DIG, tau per task, {api.task_default_text('dig_tau')} (defaults)", add(base, "dig"), "dig")]
     rows += [(f"DIG, tau = {tau:g} for every task", add(replace(base, dig_tau=tau), "dig", task_tau=False), "dig")
              for tau in FIXED_TAU]
@@ -94,7 +96,8 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], per_task: int, max_si
             f"{max_side} px; smaller ones are fused as they are. Model: the bundled prior ({bundled_prior()}).", "",
             f"Unless a row says otherwise, the defaults of `dig2dig fuse` (chosen at a 256-px long side), but "
             f"{base.steps} steps for every task (mef's default is {api.TASK_DEFAULTS['mef']['steps']}), DIG refresh "
-            f"every {base.dig_every} steps, window {base.dig_window} x {base.dig_passes} passes, E-step window {base.em_window} at a {base.em_window_side}-px long side "
+            f"every {base.dig_every} steps, window {base.dig_window} x {base.dig_passes} passes, E-step window "
+            f"{base.em_window} at a {base.em_window_side}-px long side "
             f"(scaled to each pair's), tau per task ({api.task_default_text('dig_tau')}). "
             "Each cell is the mean over the task's pairs; seconds: wall time of one fusion on this machine.", ""]
 

@@ -16,7 +16,7 @@ returned F toward that source: D -> 2 w_i D and C -> 2 w_v C (K w with K = 2 sou
 weights reproduce DDFM exactly; the E-step and the tau updates stay DDFM's.
 
 Our one change to DDFM, off by default in this function (``window = 1``; the sampler's default
-is 5, ``Settings.em_window``): C and D are set per pixel by ``|I - f|`` and ``|f - V|``, so where
+is 9, ``Settings.em_window``): C and D are set per pixel by ``|I - f|`` and ``|f - V|``, so where
 the sources differ little they swing by orders of magnitude between neighbouring pixels, and F
 flips from one source to the other pixel by pixel: the speckle of docs/QUALITY.md ("E-step
 window"). ``window`` > 1 replaces C and D by their ``window`` x ``window`` geometric means

@@ -15,8 +15,8 @@ def atomic_replace(*paths: Path) -> Iterator[List[Path]]:
 
     On success each scratch file replaces its target with ``os.replace``, in the order given, so
     list the main file last (an ONNX model after its external data file). On error the targets are
-    left untouched and the scratch folder is removed. The target folder must exist. Scratch files keep the target names because ONNX external data is found by a
-    name relative to the model file.
+    left untouched and the scratch folder is removed. The target folder must exist. Scratch files
+    keep the target names because ONNX external data is found by a name relative to the model file.
     """
     paths = tuple(Path(p) for p in paths)
     scratch = Path(tempfile.mkdtemp(prefix=f".{paths[0].name}.", dir=paths[0].parent))

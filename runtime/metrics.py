@@ -1,8 +1,9 @@
 """Standard image-fusion metrics, with the conventions of the CDDFuse ``Evaluator``.
 
 The values match ``Zhaozixiang1228/MMIF-CDDFuse:utils/Evaluator.py``, quirks included, so that
-numbers are comparable with tables computed with that evaluator. All metrics take 2-D arrays of grey values 0..255 (any float or int dtype) and
-compute in float64. ``a`` is the infrared and ``b`` the visible source (argument order F, A, B).
+numbers are comparable with tables computed with that evaluator. All metrics take 2-D arrays of
+grey values 0..255 (any float or int dtype) and compute in float64. ``a`` is the infrared and ``b``
+the visible source (argument order F, A, B).
 
 Library routines do the heavy lifting where they compute the same thing: SSIM is scikit-image's
 ``structural_similarity``, the VIF windows are ``scipy.ndimage.correlate1d`` passes, the Qabf

@@ -46,7 +46,7 @@ class Settings:
     dig_passes: int = 3  # box means of dig_window in turn: 3 is near a Gaussian, std 20 px (docs/QUALITY.md)
     dig_tau: float = 1.0
     dig_norm: str = "spread"  # "spread": temperature dig_tau x RMS gain spread; "absolute": dig_tau itself
-    em_window: int = 5  # E-step weights: geometric mean over em_window x em_window; 1 = DDFM (docs/QUALITY.md)
+    em_window: int = 9  # E-step weights: geometric mean over em_window x em_window; 1 = DDFM (docs/QUALITY.md)
     em_window_side: int = 256  # the long side (px) em_window is given at, scaled to the sources'; 0: pixels
     lamb: float = 0.5
     rho: float = 0.001

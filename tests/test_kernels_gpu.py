@@ -170,7 +170,8 @@ def compare_em(kernels: CudaKernels, f_pre, I, V, steps: int, weights=None, wind
                   "tau_a": abs(tau_a - state.tau_a) / state.tau_a, "tau_b": abs(tau_b - state.tau_b) / state.tau_b,
                   "F1": np.abs(gpu_state.F1.get() - state.F1).max() / np.abs(state.F1).max(),
                   "F2": np.abs(gpu_state.F2.get() - state.F2).max() / np.abs(state.F2).max()}
-        print(f"em {I.shape} window {window} step {k}: " + ", ".join(f"{key} {value:.2e}" for key, value in errors.items()))
+        listed = ", ".join(f"{key} {value:.2e}" for key, value in errors.items())
+        print(f"em {I.shape} window {window} step {k}: {listed}")
         assert not np.isnan(gpu_F).any(), "unwritten (NaN) outputs"
         assert errors["F"] <= (5e-6 if window == 1 else 2e-5) and errors["tau_a"] <= 2e-6 and errors["tau_b"] <= 2e-6
         assert errors["F1"] <= 1e-5 and errors["F2"] <= 1e-5

@@ -46,7 +46,8 @@ def test_ddfm_loop_per_step(sampler_ref, dtype):
 def test_float32_x0_and_luminance_are_bit_exact(sampler_ref):
     schedule = Schedule.create(10, ADM_LINEAR)
     for i in range(len(schedule)):
-        x0 = predict_x0(sampler_ref["r10_x_t"][i, 0], sampler_ref["r10_model_output"][i, 0, :3], schedule.alphas_cumprod[i])
+        x0 = predict_x0(sampler_ref["r10_x_t"][i, 0], sampler_ref["r10_model_output"][i, 0, :3],
+                        schedule.alphas_cumprod[i])
         np.testing.assert_array_equal(x0, sampler_ref["r10_pred_xstart_clipped"][i, 0])
         np.testing.assert_array_equal(rgb_to_ycbcr(x0)[0], sampler_ref["r10_em_f_pre"][i, 0, 0])
 
