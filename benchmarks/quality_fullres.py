@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from dig2dig.runtime import api
 from dig2dig.runtime import eval as evaluation
-from dig2dig.runtime.sampler import Settings
+from dig2dig.runtime.sampler import Settings, scaled_window
 from machine import bundled_prior, machine_line
 from quality_all import LABELS, copy_results
 from quality_sweep import Run, Table, add_run, format_tables, fuse_all, quality_parser, select_pairs, update_doc
@@ -41,8 +41,8 @@ FIXED_TAU = (0.25, 1.0, 2.0)
 MORE_STEPS = 25
 # the E-step window (px at 256) of the windows table: the default when it was asked (docs/QUALITY.md)
 WINDOWS_EM = 5
-# both windows times 640 / 256, to the nearest odd number (13: what em_window_side 256 gives WINDOWS_EM at 640 px)
-SCALED = (103, 13)
+# the default DIG window and WINDOWS_EM scaled from 256 to 640 px as the loop scales the E-step window: (103, 13)
+SCALED = tuple(scaled_window(window, MAX_SIDE, Settings.em_window_side) for window in (Settings.dig_window, WINDOWS_EM))
 
 
 def plan() -> Tuple[Dict[str, Run], List[Table]]:
