@@ -30,7 +30,8 @@ from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.sampler import Settings, scaled_window
 from machine import bundled_prior, machine_line
 from quality_all import LABELS, copy_results
-from quality_sweep import Run, Table, add_run, format_tables, fuse_all, quality_parser, select_pairs, update_doc
+from quality_sweep import (Run, Table, add_run, folder_name, format_tables, fuse_all, quality_parser, select_pairs,
+                           update_doc)
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- quality-fullres:begin -->", "<!-- quality-fullres:end -->"
@@ -117,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results = fuse_all(runner, runs, pairs, out, args.max_side, None, args.estimate_only)
     if results is None:
         return 0
-    copy_results(out, list(runs), Path(args.docs_results), tables[0].rows[0][1])
+    copy_results(out, list(runs), Path(args.docs_results), folder_name(Settings(), task_tau=True))
     command = f"--data {args.data}" + (
         f" --pairs-per-task {args.pairs_per_task}" if args.pairs_per_task != PAIRS_PER_TASK else "") + (
         f" --max-side {args.max_side}" if args.max_side != MAX_SIDE else "")

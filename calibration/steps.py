@@ -145,7 +145,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise InputError(f"{args.data}: no {args.task} pairs found")
     runner = api.open_runner(args.model)
     try:
-        steps = api.TASK_DEFAULTS[args.task]["steps"] if args.steps is None else args.steps
+        steps = api.default_settings(args.task).steps if args.steps is None else args.steps
         record = calibrate(found[:args.pairs], args.task, steps, args.fine_steps, args.max_side, args.mix, runner)
     finally:
         runner.close()

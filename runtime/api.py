@@ -25,8 +25,8 @@ TASKS = {
     "mff": ("near focus", "far focus"),
 }
 # Defaults per task, chosen from docs/QUALITY.md (all 160 pairs, the other settings at Settings()): the DIG
-# temperature, and the steps where more of them pay (mef: Qabf 0.661 at 10 steps, 0.705 at 25; the other
-# tasks gain at most 0.006 for 2.3-3x the time).
+# temperature, and the steps where more of them pay (mef: Qabf 0.696 at 10 steps, 0.720 at 25; the other
+# tasks gain at most 0.001 for 2.3-3x the time).
 TASK_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "ivf": {"dig_tau": 0.5, "steps": 10},
     "mif": {"dig_tau": 0.25, "steps": 10},
