@@ -94,6 +94,24 @@ def test_weights_come_in_pairs(ref):
         em_step(f_pre, I, V, em_init(I.shape), w_i=np.full(I.shape, 0.5, np.float32))
 
 
+def test_f_is_a_blend_of_the_sources_mirrored_from_f_pre():
+    """With rho far below the E-step weights F = (D I + C V) / (C + D), C ~ 1 / |I - f|, D ~ 1 / |f - V|
+    (benchmarks/em_mirror.py): F lies between the sources, and DDFM's step sends it away from the
+    source f_pre is near (share of I 0.05 for f_pre at 0.95); toward I it is capped at 2/3 by D <= 2 C."""
+    I, V = np.full((32, 32), 0.6, np.float32), np.full((32, 32), -0.4, np.float32)  # noqa: E741
+    share = {}
+    for near, f_pre in (("I", I - 0.05), ("V", V + 0.05)):
+        F, _ = em_step(f_pre, I, V, em_init(I.shape))
+        share[near] = float(((F - V) / (I - V)).mean())
+    assert share["I"] == pytest.approx(0.05, abs=1e-3) and share["V"] == pytest.approx(2 / 3, abs=1e-3)
+    f_pre, I, V = noisy_tno_pair()  # noqa: E741
+    w_i = np.random.default_rng(0).uniform(0.05, 0.95, I.shape).astype(np.float32)
+    for window in (1, 9):
+        F, _ = em_step(f_pre, I, V, em_init(I.shape), w_i=w_i, w_v=1 - w_i, window=window)
+        low, high = np.minimum(I, V), np.maximum(I, V)
+        assert ((F >= low - 1e-3) & (F <= high + 1e-3)).all()
+
+
 def test_em_window_removes_the_per_pixel_flips():
     """DDFM's per-pixel E-step sends F to whichever source f_pre's noise is closer to; the windowed
     E-step does not. Measured on TNO 22: the share s = (F - V) / (I - V) varies between horizontal
