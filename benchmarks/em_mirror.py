@@ -5,9 +5,9 @@ DDFM's ``EM_onestep`` (Zhao et al. 2023; ``kernels/em.py``) writes the estimate 
 solves X = (2 C Y + rho (Y - H)) / (2 C + 2 D + rho), Y = I - V, with C ~ 1 / |I - f| and
 D ~ 1 / |f - V| from the E-step. With rho (0.001) far below C and D, F = I - X is
 (D I + C V) / (C + D): a convex blend of the sources in which each source's pull grows with f's
-distance from it, so wherever x0 nears one source the step moves F toward the other. The model's
-own estimate would be f = X + V = (C I + D V) / (C + D), where each pull grows as f nears that
-source (iteratively reweighted least squares for |f - I| + |f - V|). ``I - X`` mirrors it between
+distance from it, so wherever x0 nears one source the step moves F toward the other. The estimate
+that the definition X = f - V gives back, f = X + V = (C I + D V) / (C + D), pulls each source harder
+as f nears it (iteratively reweighted least squares for |f - I| + |f - V|). ``I - X`` mirrors it between
 the sources. This script fuses pairs with DIG both ways and prints, per task (luminance, 0..255):
 
 * Qabf / VIFF / SSIM of DIG with DDFM's step (``ddfm``), with the unmirrored estimate (``X + V``),
