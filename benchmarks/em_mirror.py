@@ -8,7 +8,10 @@ D ~ 1 / |f - V| from the E-step. With rho (0.001) far below C and D, F = I - X i
 distance from it, so wherever x0 nears one source the step moves F toward the other. The estimate
 that the definition X = f - V gives back, f = X + V = (C I + D V) / (C + D), pulls each source harder
 as f nears it (iteratively reweighted least squares for |f - I| + |f - V|). ``I - X`` mirrors it between
-the sources. This script fuses pairs with DIG both ways and prints, per task (luminance, 0..255):
+the sources. With DIG's weights w_I, w_V on the pulls and a the fraction of I in x0, DDFM's step
+returns the fraction w_I (1 - a) / (w_I (1 - a) + w_V a) (exactly 1/2 when a = w_I), the unmirrored
+one w_I a / (w_I a + w_V (1 - a)) (fixed points 0 and 1 only: it locks onto a source), both up to
+the ratio of the two E-step taus and DDFM's clamp D <= 2 C. This script fuses pairs with DIG both ways and prints, per task (luminance, 0..255):
 
 * Qabf / VIFF / SSIM of DIG with DDFM's step (``ddfm``), with the unmirrored estimate (``X + V``),
   of the plain blend of the sources by DIG's last weights (``w blend``) and of the Laplacian pyramid;

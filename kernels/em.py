@@ -9,6 +9,9 @@ and updates the scalar hyper-parameters tau_a, tau_b; the M-step solves the TV p
 proximal pass (H, with splitting variables F1, F2) and updates X in closed form.
 DDFM returns ``F = I - X`` rather than ``X + V``, which mirrors the estimate between the sources:
 in the returned F, the term weighted by C pulls toward V and the term weighted by D toward I.
+With rho far below C and D, F is the per-pixel blend (D I + C V) / (C + D) of the sources, so the
+step moves F away from whichever source f_pre is near (``benchmarks/em_mirror.py`` measures what
+that does to Dig2DIG's weights).
 
 Dig2DIG (Cao et al. 2025, arXiv 2503.18627) weights each source per pixel. Here the weights
 ``w_i``, ``w_v`` (summing to 1 per pixel) scale, in the X update only, the data term that pulls the

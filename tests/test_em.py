@@ -97,13 +97,18 @@ def test_weights_come_in_pairs(ref):
 def test_f_is_a_blend_of_the_sources_mirrored_from_f_pre():
     """With rho far below the E-step weights F = (D I + C V) / (C + D), C ~ 1 / |I - f|, D ~ 1 / |f - V|
     (benchmarks/em_mirror.py): F lies between the sources, and DDFM's step sends it away from the
-    source f_pre is near (share of I 0.05 for f_pre at 0.95); toward I it is capped at 2/3 by D <= 2 C."""
+    source f_pre is near (share of I 0.05 for f_pre at 0.95; toward I it is capped at 2/3 by D <= 2 C),
+    and at DIG's own blend it returns the average."""
     I, V = np.full((32, 32), 0.6, np.float32), np.full((32, 32), -0.4, np.float32)  # noqa: E741
     share = {}
     for near, f_pre in (("I", I - 0.05), ("V", V + 0.05)):
         F, _ = em_step(f_pre, I, V, em_init(I.shape))
         share[near] = float(((F - V) / (I - V)).mean())
     assert share["I"] == pytest.approx(0.05, abs=1e-3) and share["V"] == pytest.approx(2 / 3, abs=1e-3)
+    # f_pre already DIG's blend (share w_i of I): the step returns w_i (1 - a) / (w_i (1 - a) + w_v a) = 1/2.
+    w_i = np.full(I.shape, 0.64, np.float32)
+    F, _ = em_step(V + 0.64 * (I - V), I, V, em_init(I.shape), w_i=w_i, w_v=1 - w_i)
+    assert float(((F - V) / (I - V)).mean()) == pytest.approx(0.5, abs=1e-3)
     f_pre, I, V = noisy_tno_pair()  # noqa: E741
     w_i = np.random.default_rng(0).uniform(0.05, 0.95, I.shape).astype(np.float32)
     for window in (1, 9):
@@ -113,8 +118,8 @@ def test_f_is_a_blend_of_the_sources_mirrored_from_f_pre():
 
 
 def test_em_window_removes_the_per_pixel_flips():
-    """DDFM's per-pixel E-step sends F to whichever source f_pre's noise is closer to; the windowed
-    E-step does not. Measured on TNO 22: the share s = (F - V) / (I - V) varies between horizontal
+    """DDFM's per-pixel E-step sends F away from whichever source f_pre's noise brings it closer to
+    (the mirror of the test above); the windowed E-step does not. Measured on TNO 22: the share s = (F - V) / (I - V) varies between horizontal
     neighbours by 0.181 on average with window 1 and 0.021 with window 5, and F's deviation from
     the sources' mean correlates with f_pre's noise at -0.86 with window 1 and -0.12 with window 5."""
     f_pre, I, V = noisy_tno_pair()  # noqa: E741
