@@ -11,7 +11,8 @@ as f nears it (iteratively reweighted least squares for |f - I| + |f - V|). ``I 
 the sources. With DIG's weights w_I, w_V on the pulls and a the fraction of I in x0, DDFM's step
 returns the fraction w_I (1 - a) / (w_I (1 - a) + w_V a) (exactly 1/2 when a = w_I), the unmirrored
 one w_I a / (w_I a + w_V (1 - a)) (fixed points 0 and 1 only: it locks onto a source), both up to
-the ratio of the two E-step taus and DDFM's clamp D <= 2 C. This script fuses pairs with DIG both ways and prints, per task (luminance, 0..255):
+the ratio of the two E-step taus and DDFM's clamp D <= 2 C. This script fuses pairs with DIG both
+ways and prints, per task (luminance, 0..255):
 
 * Qabf / VIFF / SSIM of DIG with DDFM's step (``ddfm``), with the unmirrored estimate (``X + V``),
   of the plain blend of the sources by DIG's last weights (``w blend``) and of the Laplacian pyramid;
@@ -27,6 +28,7 @@ so its F is I + V - F_ddfm(w_v, w_i) (the tau and TV state do not depend on the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -68,9 +70,8 @@ def blend_stats(fused: np.ndarray, a: np.ndarray, b: np.ndarray, w_b: np.ndarray
 
 def fuse_pair(pair: evaluation.Pair, runner: Any, unmirrored: bool) -> api.FusionResult:
     """DIG at the task's defaults; ``unmirrored`` swaps in the X + V estimate."""
-    if not unmirrored:
-        return api.fuse(pair.a, pair.b, task=pair.task, runner=runner)
-    with mock.patch.object(numpy_ops, "em_step", em_step_unmirrored):
+    swap = mock.patch.object(numpy_ops, "em_step", em_step_unmirrored) if unmirrored else contextlib.nullcontext()
+    with swap:
         return api.fuse(pair.a, pair.b, task=pair.task, runner=runner)
 
 
