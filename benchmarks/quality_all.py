@@ -6,8 +6,9 @@ this runs every pair of ``--data`` (long side ``--max-side`` px) around the defa
 (``Settings()``, each task's tau): DIG vs static guidance and the classical anchors, steps (10, 25,
 and ``--more-steps``, e.g. 50,100), the refresh interval S in {1, 2, 5, 10}, the window in {9, 21,
 41}, one tau for every task in {0.25, 0.5, 1, 2} against the per-task taus, Dig2DIG's softmax as written
-(absolute temperature 1), the E-step window in {1 (DDFM), 3, 5, 9, 13} for DIG and {1, 5, 9} for static, and
-the DIG gain smoothing: a box of window w applied n times (``DIG_SMOOTHING``).
+(absolute temperature 1), the E-step window in {1 (DDFM), 3, 5, 9, 13} for DIG and {1, 5, 9} for static, the
+E-step power in {1 (DDFM), 0.5, 0} for DIG and {1, 0.5} for static, and the DIG gain smoothing: a box of
+window w applied n times (``DIG_SMOOTHING``). ``--held-only`` writes the tables from what the folders hold.
 One resumable sub-folder of ``--out`` per setting, as ``dig2dig eval``
 writes it. ``--tables`` picks the tables whose missing fusions are computed now (a long job can be
 spread over several runs); the other tables show what their folders already hold, with the number
@@ -43,11 +44,13 @@ DIG_WINDOW = (9, 21, 41)
 FIXED_TAU = (0.25, 0.5, 1.0, 2.0)
 EM_WINDOW = (1, 3, 5, 9, 13)
 EM_WINDOW_STATIC = (1, 5, 9)
+EM_POWER = (1.0, 0.5, 0.0)
+EM_POWER_STATIC = (1.0, 0.5)
 # (window, passes); the first three have about the same variance, passes * (window**2 - 1) / 12
 DIG_SMOOTHING = ((41, 1), (29, 2), (23, 3), (41, 3), (61, 1), (61, 3))
 LABELS = {"dig": "DIG", "static": "static (DDFM)", "average": "average (classical)",
           "laplacian": "Laplacian pyramid (classical)"}
-TABLES = ("defaults", "steps", "every", "window", "tau", "norm", "em", "smooth")
+TABLES = ("defaults", "steps", "every", "window", "tau", "norm", "em", "power", "smooth")
 COPIED = (evaluation.PER_PAIR, evaluation.SUMMARY, evaluation.RUN)
 
 
@@ -87,6 +90,12 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
              add(replace(base, em_window=window), method), method)
             for method, windows in (("dig", EM_WINDOW), ("static", EM_WINDOW_STATIC)) for window in windows]
     tables["em"] = Table(f"E-step window (geometric mean of DDFM's E-step weights; ours), {base.steps} steps", rows)
+    rows = [(f"{LABELS[method]}, em_power = {power:g}" + (" (DDFM's E-step)" if power == 1 else "")
+             + (" (default)" if power == base.em_power else ""),
+             add(replace(base, em_power=power), method), method)
+            for method, powers in (("dig", EM_POWER), ("static", EM_POWER_STATIC)) for power in powers]
+    tables["power"] = Table(f"E-step power (DDFM's E-step weights raised to it after the window; ours), "
+                            f"{base.steps} steps", rows)
     default = (base.dig_window, base.dig_passes)
     tables["smooth"] = Table(f"DIG gain smoothing: a box of window w applied n times, DIG at {base.steps} steps", [
         (f"w = {window}, n = {passes}" + (" (default)" if (window, passes) == default else "")
@@ -144,6 +153,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--more-steps", default="", help="comma-separated steps added to the steps table, e.g. 50,100")
     parser.add_argument("--tables", default=",".join(TABLES),
                         help=f"comma-separated tables to compute now, of {', '.join(TABLES)}")
+    parser.add_argument("--held-only", action="store_true",
+                        help="fuse nothing: write the tables from what the folders hold so far (n says how much)")
     args = parser.parse_args(argv)
 
     chosen = [t.strip() for t in args.tables.split(",") if t.strip()]
@@ -155,10 +166,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     todo = {name: runs[name] for key in chosen for _, name, _ in tables[key].rows}
     pairs = evaluation.find_pairs(args.data)
     out, doc, docs = Path(args.out), Path(args.doc), Path(args.docs_results)
-    with closing(api.open_runner()) as runner:
-        done = fuse_all(runner, todo, pairs, out, args.max_side, None, args.estimate_only)
-    if done is None:
-        return 0
+    if not args.held_only:
+        with closing(api.open_runner()) as runner:
+            if fuse_all(runner, todo, pairs, out, args.max_side, None, args.estimate_only) is None:
+                return 0
     results = {(name, task, method): row for name, run in runs.items()
                for (task, method), row in held(pairs, out / name, run).items()}
     present = [name for name in runs if (out / name / evaluation.PER_PAIR).is_file()]

@@ -82,15 +82,16 @@ def folder_name(settings: Settings, task_tau: bool = False) -> str:
     """``steps10_every2_window9_tau2``: ``tau-ivf1-mif0.5-mef2-mff0.5`` with each task's tau (the current
     ``api.TASK_DEFAULTS``, so a change of those defaults starts new folders and keeps the old ones),
     ``_absolute`` for the absolute temperature, ``_emN`` for an E-step window N > 1, ``xN`` after the
-    window for N > 1 DIG window passes, ``_px`` for an E-step window in pixels (``em_window_side`` 0) and
-    ``_sideN`` for one given at another long side than 256 px."""
+    window for N > 1 DIG window passes, ``_px`` for an E-step window in pixels (``em_window_side`` 0),
+    ``_sideN`` for one given at another long side than 256 px and ``_powG`` for an E-step power G < 1."""
     tau = "".join(f"-{task}{value['dig_tau']:g}" for task, value in api.TASK_DEFAULTS.items()) if task_tau \
         else f"{settings.dig_tau:g}"
     passes = f"x{settings.dig_passes}" if settings.dig_passes > 1 else ""
     name = f"steps{settings.steps}_every{settings.dig_every}_window{settings.dig_window}{passes}_tau{tau}"
     side = {256: "", 0: "_px"}.get(settings.em_window_side, f"_side{settings.em_window_side}")
     return (name + ("_absolute" if settings.dig_norm == "absolute" else "")
-            + (f"_em{settings.em_window}" if settings.em_window > 1 else "") + side)
+            + (f"_em{settings.em_window}" if settings.em_window > 1 else "") + side
+            + (f"_pow{settings.em_power:g}" if settings.em_power != 1 else ""))
 
 
 def add_run(runs: Dict[str, Run], settings: Settings, method: str, task_tau: bool = False) -> str:

@@ -40,6 +40,7 @@ import numpy as np
 
 from .color import RGB_FROM_YCBCR, YCBCR_FROM_RGB, YCBCR_OFFSET
 from .dig import check_box_window, check_dig_args
+from .em import check_power
 from .rng import stream_key
 
 KERNEL_DIR = Path(__file__).resolve().parent
@@ -70,7 +71,7 @@ KERNELS: Dict[str, Tuple[str, str]] = {
     "em_log_hbox": ("em", "PPPiii"),
     "em_exp_vbox": ("em", "PPPiii"),
     "em_chebyshev": ("em", "PPPPfii"),
-    "em_update": ("em", "P" * 10 + "ffiii"),
+    "em_update": ("em", "P" * 10 + "fffiii"),
     "mark_nonfinite": ("array", "PPIi"),
     "luma_of": ("array", "PPiii"),
 }
@@ -376,10 +377,10 @@ class CudaKernels:
                            counter=zeros(1, np.uint32))
 
     def em_step(self, f_pre: Any, I: Any, V: Any, state: CudaEMState, lamb: float, rho: float,  # noqa: E741
-                w_i: Optional[Any], w_v: Optional[Any], out: Any, window: int = 1) -> None:
+                w_i: Optional[Any], w_v: Optional[Any], out: Any, window: int = 1, power: float = 1.0) -> None:
         """One EM step on ``(H, W)`` arrays: the fused estimate into ``out``, ``state`` updated in place.
 
-        As ``em.em_step`` (``window`` > 1: the E-step weights' geometric mean) except that the TV
+        As ``em.em_step`` (``window`` > 1: the E-step weights' geometric mean; ``power``) except that the TV
         proximal solve runs :data:`EM_SOLVE_ITERATIONS` Chebyshev iterations (from zero, with the
         FFT's circular differences) instead of an FFT.
         """
@@ -387,6 +388,7 @@ class CudaKernels:
             raise ValueError("give both source weights w_i and w_v, or neither")
         shape = state.shape
         check_box_window("EM", window, shape)
+        check_power(power)
         arrays = [("f_pre", f_pre), ("I", I), ("V", V), ("out", out)]
         arrays += [] if w_i is None else [("w_i", w_i), ("w_v", w_v)]
         for name, array in arrays:
@@ -418,7 +420,7 @@ class CudaKernels:
         self.function("em_update").prepared_async_call(
             grid, TILE, self.stream, I.gpudata, V.gpudata, H, state.C.gpudata, state.D.gpudata,
             w_i.gpudata if w_i is not None else 0, w_v.gpudata if w_v is not None else 0, state.F1.gpudata,
-            state.F2.gpudata, out.gpudata, _f32(rho), _f32(rho / (2 * lamb + rho)), int(weighted),
+            state.F2.gpudata, out.gpudata, _f32(rho), _f32(rho / (2 * lamb + rho)), _f32(power), int(weighted),
             height, width)
 
     # -- array.cu -------------------------------------------------------------------------------

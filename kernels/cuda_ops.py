@@ -238,12 +238,13 @@ class CudaOps:
         return self.kernels.em_init(shape)
 
     def em_step(self, f_pre: Any, I: Any, V: Any, state: CudaEMState, lamb: float, rho: float,  # noqa: E741
-                w_i: Optional[Any] = None, w_v: Optional[Any] = None, window: int = 1) -> Tuple[Any, CudaEMState]:
+                w_i: Optional[Any] = None, w_v: Optional[Any] = None, window: int = 1,
+                power: float = 1.0) -> Tuple[Any, CudaEMState]:
         """``(F, state)`` as ``em.em_step``; the returned state is ``state``, updated in place."""
         out = self.pool.take("em_step", I.shape)
         dense = self._contiguous
         self.kernels.em_step(dense(f_pre), dense(I), dense(V), state, lamb, rho, None if w_i is None else dense(w_i),
-                             None if w_v is None else dense(w_v), out, window)
+                             None if w_v is None else dense(w_v), out, window, power)
         return out, state
 
     # -- lifetime --------------------------------------------------------------------------------

@@ -107,14 +107,14 @@ extern "C" __global__ void em_chebyshev(const float* __restrict__ rhs, const flo
 }
 
 // F1, F2 = shrink * (H - next H along x / y; the last column / row keeps H), then with the E-step's
-// C, D (scaled by 2 w_v, 2 w_i when weighted) X = (2 C Y + rho (Y - H)) / (2 C + 2 D + rho),
-// out = I - X. w_i, w_v may be null when weighted is 0.
+// C, D (raised to power, then scaled by 2 w_v, 2 w_i when weighted) X = (2 C Y + rho (Y - H)) /
+// (2 C + 2 D + rho), out = I - X. w_i, w_v may be null when weighted is 0.
 extern "C" __global__ void em_update(const float* __restrict__ I, const float* __restrict__ V,
                                      const float* __restrict__ H, const float* __restrict__ C_in,
                                      const float* __restrict__ D_in, const float* __restrict__ w_i,
                                      const float* __restrict__ w_v, float* __restrict__ F1,
                                      float* __restrict__ F2, float* __restrict__ out, float rho, float shrink,
-                                     int weighted, int height, int width)
+                                     float power, int weighted, int height, int width)
 {
     const int x = blockIdx.x * EM_X + threadIdx.x;
     const int y = blockIdx.y * EM_Y + threadIdx.y;
@@ -124,6 +124,10 @@ extern "C" __global__ void em_update(const float* __restrict__ I, const float* _
     F1[i] = shrink * (x < width - 1 ? h - H[i + 1] : h);
     F2[i] = shrink * (y < height - 1 ? h - H[i + width] : h);
     float C = C_in[i], D = D_in[i];
+    if (power != 1.0f) {
+        C = powf(C, power);
+        D = powf(D, power);
+    }
     if (weighted) {
         D = D * (2.0f * w_i[i]);
         C = C * (2.0f * w_v[i]);

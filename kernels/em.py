@@ -26,6 +26,12 @@ window"). ``window`` > 1 replaces C and D by their ``window`` x ``window`` geome
 (``exp(box_mean(log))``, reflect-101 borders) after the clamp and the tau updates, before the
 source weights scale them: a weight's scale, not its per-pixel noise, decides which source a pixel
 follows.
+
+Our second change, also off by default here (``power = 1``; ``Settings.em_power``): ``power`` γ
+raises C and D to γ after the window. For f_pre = a I + (1 - a) V, F's odds of I over V are then
+(w_i / w_v) ((1 - a) / a)^γ, so γ weakens the mirror's pull toward the source f_pre is farther
+from: γ = 1 is DDFM, whose fixed point a / (1 - a) = sqrt(w_i / w_v) softens the weights; γ = 0
+blends the sources by the weights alone; in between the fixed point is (w_i / w_v)^(1 / (1 + γ)).
 """
 from __future__ import annotations
 
@@ -75,20 +81,29 @@ def em_init(shape: Tuple[int, int], dtype: DTypeLike = np.float32) -> EMState:
                    conj_k1=conj_k1, conj_k2=conj_k2, denom=denom.astype(dtype))
 
 
+def check_power(power: float) -> None:
+    """Raise ValueError unless the E-step power is in [0, 1]."""
+    if not 0 <= power <= 1:
+        raise ValueError(f"em_power must be in [0, 1] (1: DDFM's E-step), got {power}")
+
+
 def em_step(f_pre: np.ndarray, I: np.ndarray, V: np.ndarray, state: EMState, lamb: float = 0.5,
             rho: float = 0.001, w_i: Optional[np.ndarray] = None,
-            w_v: Optional[np.ndarray] = None, window: int = 1) -> Tuple[np.ndarray, EMState]:
+            w_v: Optional[np.ndarray] = None, window: int = 1,
+            power: float = 1.0) -> Tuple[np.ndarray, EMState]:
     """One EM step on ``(H, W)`` arrays: the fused estimate F and the state for the next step.
 
     ``f_pre`` is the current luminance estimate, ``I`` and ``V`` the sources (in DDFM's sampler
     I is the visible and V the infrared image). ``w_i`` / ``w_v`` are optional per-pixel source
     weights (both or neither; see the module docstring), None meaning DDFM's uniform 0.5 / 0.5.
     ``lamb`` weighs the TV term and ``rho`` is the splitting penalty (DDFM's sampler passes
-    0.5 and 0.001). ``window`` smooths the E-step weights (module docstring); 1 is DDFM.
+    0.5 and 0.001). ``window`` smooths the E-step weights and ``power`` in [0, 1] weakens them
+    (module docstring); window = 1 and power = 1 are DDFM.
     """
     if (w_i is None) != (w_v is None):
         raise ValueError("give both source weights w_i and w_v, or neither")
     check_box_window("EM", window, f_pre.shape)
+    check_power(power)
     two = f_pre.dtype.type(2)
     Y = I - V
     X = f_pre - V
@@ -99,6 +114,8 @@ def em_step(f_pre: np.ndarray, I: np.ndarray, V: np.ndarray, state: EMState, lam
     tau_a = np.mean(1 / (C + 1e-10) + state.tau_a / two)
     if window > 1:
         C, D = np.exp(box_mean(np.log(np.stack([C, D])), window)).astype(f_pre.dtype)
+    if power != 1:
+        C, D = C ** f_pre.dtype.type(power), D ** f_pre.dtype.type(power)
 
     spectrum = (np.fft.fft2(Y - X) + state.conj_k1 * np.fft.fft2(state.F1)
                 + state.conj_k2 * np.fft.fft2(state.F2)) / state.denom

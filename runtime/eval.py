@@ -47,7 +47,7 @@ CLASSICAL_METHODS = ("average", "laplacian")
 METHODS = DIFFUSION_METHODS + CLASSICAL_METHODS
 # Settings fields added after run.json existed: recorded only when set, so older folders still resume.
 LATER_SETTINGS: Dict[str, Any] = {"timesteps": None, "dig_norm": "spread", "em_window": 1, "dig_passes": 1,
-                                  "em_window_side": 0}
+                                  "em_window_side": 0, "em_power": 1.0}
 KEY_METRICS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIFF", "Qabf", "SSIM")
 VALUE_COLUMNS = METRIC_NAMES + ("seconds",)
 PAIR_COLUMNS = ("task", "dataset", "name", "method", "steps", "height", "width", "seconds") + METRIC_NAMES + ("error",)
@@ -446,6 +446,7 @@ def format_report(summary: Sequence[Row], rows: Sequence[Row], pairs: Sequence[P
              + f", tau {value['dig_tau']}; E-step window {settings.em_window}"
              + (f" at a {settings.em_window_side}-px long side, scaled to each pair's"
                 if settings.em_window_side else " px")
+             + (f", E-step power {settings.em_power:g}" if settings.em_power != 1 else "")
              + f"; lamb {settings.lamb:g}, rho {settings.rho:g}, seed {settings.seed}; "
              f"model: {model or 'the bundled prior'}.",
              "",

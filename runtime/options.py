@@ -9,12 +9,12 @@ from .api import task_default_text
 from .sampler import Settings
 
 # Settings fields set one to one by an option of the same name (--dig-tau has per-task defaults).
-FIELDS = ("dig_every", "dig_window", "dig_passes", "dig_norm", "em_window", "em_window_side")
+FIELDS = ("dig_every", "dig_window", "dig_passes", "dig_norm", "em_window", "em_window_side", "em_power")
 
 
 def add_dig_options(p: argparse.ArgumentParser) -> None:
     """``--dig-every``, ``--dig-window``, ``--dig-passes``, ``--dig-tau``, ``--dig-norm``, ``--em-window``,
-    ``--em-window-side``."""
+    ``--em-window-side``, ``--em-power``."""
     defaults = Settings()
     p.add_argument("--dig-every", type=int, default=defaults.dig_every, help="refresh DIG every S steps")
     p.add_argument("--dig-window", type=int, default=defaults.dig_window,
@@ -33,6 +33,9 @@ def add_dig_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--em-window-side", type=int, default=defaults.em_window_side, metavar="PX",
                    help="the long side at which --em-window is given: other sizes scale it by their long side / PX "
                         "(to the nearest odd number); 0: --em-window in pixels")
+    p.add_argument("--em-power", type=float, default=defaults.em_power, metavar="GAMMA",
+                   help="E-step weights raised to GAMMA in [0, 1]: below 1 the fused image follows the DIG weights "
+                        "more closely; 1: DDFM's E-step")
 
 
 def dig_option_values(args: argparse.Namespace) -> Dict[str, Any]:

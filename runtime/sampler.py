@@ -8,8 +8,9 @@ Read top to bottom, one step is:
 3. on a refresh: per-pixel information gains of each source between t and t' and their softmax
    weights (Cao et al. 2025, Dig2DIG, Sec. 3); otherwise reuse the last weights;
 4. guidance: DDFM's EM step pulls the luminance of x0 toward the sources (Zhao et al. 2023),
-   each source's data term scaled by its weight; uniform weights and ``em_window = 1`` give DDFM
-   exactly (``em_window`` > 1 smooths the E-step's per-pixel weights, ``kernels/em.py``);
+   each source's data term scaled by its weight; uniform weights, ``em_window = 1`` and
+   ``em_power = 1`` give DDFM exactly (``em_window`` > 1 smooths the E-step's per-pixel weights,
+   ``em_power`` < 1 weakens its pull toward the source x0 is farther from, ``kernels/em.py``);
 5. DDIM update (eta = 0) from the corrected x0.
 
 The loop is written once over ``ops``: the NumPy twins (``kernels.NUMPY_OPS``, the CPU path) or
@@ -25,6 +26,7 @@ from typing import Any, Callable, DefaultDict, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..kernels import NUMPY_OPS
+from ..kernels.em import check_power
 from .backends.base import Runner
 from .errors import NumericalError
 from .schedule import Schedule
@@ -48,6 +50,7 @@ class Settings:
     dig_norm: str = "spread"  # "spread": temperature dig_tau x RMS gain spread; "absolute": dig_tau itself
     em_window: int = 9  # E-step weights: geometric mean over em_window x em_window; 1 = DDFM (docs/QUALITY.md)
     em_window_side: int = 256  # the long side (px) em_window is given at, scaled to the sources'; 0: pixels
+    em_power: float = 1.0  # E-step weights raised to this power after the window; 1 = DDFM (kernels/em.py)
     lamb: float = 0.5
     rho: float = 0.001
     seed: int = 0
@@ -67,6 +70,7 @@ class Settings:
         for name in ("dig_window", "em_window"):
             if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name} must be a positive odd number, got {getattr(self, name)}")
+        check_power(self.em_power)
         if self.em_window_side < 0:
             raise ValueError(f"em_window_side must be >= 0 (0: em_window in pixels), got {self.em_window_side}")
 
@@ -171,7 +175,7 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
             ycc = ops.rgb_to_ycbcr(x0) if channels == 3 else x0
             fused, em_state = ops.em_step(ycc[0], sources[1], sources[0], em_state, settings.lamb, settings.rho,
                                           None if weights is None else weights[1],
-                                          None if weights is None else weights[0], em_window)
+                                          None if weights is None else weights[0], em_window, settings.em_power)
             x0 = ops.ycbcr_to_rgb(ops.replace_channel0(ycc, fused)) if channels == 3 else fused[None]
             x = ops.ddim_update(x, x0, abar, abar_prev)
         if progress is not None:

@@ -97,6 +97,19 @@ def test_em_window_smooths_the_e_step(pair: Tuple[str, str], tmp_path: Path,
     assert np.array_equal(cv2.imread(str(tmp_path / "plain.png"), 0).astype(int), plain)
 
 
+def test_em_power_follows_the_dig_weights(pair: Tuple[str, str], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    """--em-power below 1 changes the fusion; one outside [0, 1] is a clear one-line error that leaves the
+    output alone."""
+    for name, power in (("ddfm.png", "1"), ("half.png", "0.5")):
+        assert fuse([*pair, "-o", str(tmp_path / name), "--em-power", power]) == 0
+    ddfm, half = (cv2.imread(str(tmp_path / n), 0).astype(int) for n in ("ddfm.png", "half.png"))
+    assert np.abs(ddfm - half).mean() > 0.2
+    assert fuse([*pair, "-o", str(tmp_path / "ddfm.png"), "--em-power", "1.5"]) == 2
+    assert "em_power must be in [0, 1]" in capsys.readouterr().err
+    assert np.array_equal(cv2.imread(str(tmp_path / "ddfm.png"), 0).astype(int), ddfm)
+
+
 def test_dig_passes_smooth_the_weights(pair: Tuple[str, str], tmp_path: Path,
                                       capsys: pytest.CaptureFixture) -> None:
     """--dig-passes 3 changes the saved DIG weights (a smoother window), 0 is a one-line error."""

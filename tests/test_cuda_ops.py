@@ -145,10 +145,10 @@ class FakeKernels:
     def em_init(self, shape):
         return FakeEMState(em.em_init(shape, np.float32))
 
-    def em_step(self, f_pre, I, V, state, lamb, rho, w_i, w_v, out, window=1):  # noqa: E741
+    def em_step(self, f_pre, I, V, state, lamb, rho, w_i, w_v, out, window=1, power=1.0):  # noqa: E741
         weights = [None if w is None else dense("w", w, I.shape) for w in (w_i, w_v)]
         F, state.state = em.em_step(dense("f_pre", f_pre, I.shape), dense("I", I), dense("V", V, I.shape),
-                                    state.state, lamb, rho, *weights, window)
+                                    state.state, lamb, rho, *weights, window, power)
         dense("out", out, I.shape)[...] = F
 
     def mark_nonfinite(self, x, step, record):
@@ -200,13 +200,14 @@ def sources(height: int = 24, width: int = 40) -> np.ndarray:
                    -1, 1).astype(np.float32)
 
 
-@pytest.mark.parametrize("channels, learn_sigma, em_window, dig_passes",
-                         [(1, False, 1, 1), (3, False, 1, 1), (3, True, 3, 2)])
-def test_gpu_loop_on_fake_device_equals_cpu_loop(fake_driver, channels, learn_sigma, em_window, dig_passes):
+@pytest.mark.parametrize("channels, learn_sigma, em_window, dig_passes, em_power",
+                         [(1, False, 1, 1, 1.0), (3, False, 1, 1, 1.0), (3, True, 3, 2, 0.5)])
+def test_gpu_loop_on_fake_device_equals_cpu_loop(fake_driver, channels, learn_sigma, em_window, dig_passes,
+                                                 em_power):
     pair = sources()
     runner = FakeRunner(channels, learn_sigma)
     settings = Settings(steps=5, dig_every=2, dig_window=5, em_window=em_window, dig_passes=dig_passes,
-                        em_window_side=0)
+                        em_window_side=0, em_power=em_power)
     x_T = initial_noise((channels,) + pair.shape[1:], settings.seed)
     cpu_trace = Trace()
     expected = sample(runner, pair, settings, x_T, trace=cpu_trace)

@@ -117,6 +117,33 @@ def test_f_is_a_blend_of_the_sources_mirrored_from_f_pre():
         assert ((F >= low - 1e-3) & (F <= high + 1e-3)).all()
 
 
+@pytest.mark.parametrize("power", [1.0, 0.5, 0.0])
+def test_power_moves_the_blend_to_the_weights(power):
+    """With the E-step weights raised to gamma, F's odds of I are (w_i / w_v) ((1 - a) / a)^gamma for
+    f_pre at share a of I: at a = w_i the step returns odds (w_i / w_v)^(1 - gamma), DDFM's average
+    at gamma = 1 and the weights themselves at gamma = 0; F stays between the sources."""
+    I, V = np.full((32, 32), 0.6, np.float32), np.full((32, 32), -0.4, np.float32)  # noqa: E741
+    w_i = np.full(I.shape, 0.64, np.float32)
+    F, _ = em_step(V + 0.64 * (I - V), I, V, em_init(I.shape), w_i=w_i, w_v=1 - w_i, power=power)
+    odds = (0.64 / 0.36) ** (1 - power)
+    assert float(((F - V) / (I - V)).mean()) == pytest.approx(odds / (1 + odds), abs=1e-3)
+    f_pre, I, V = noisy_tno_pair()  # noqa: E741
+    w_i = np.random.default_rng(0).uniform(0.05, 0.95, I.shape).astype(np.float32)
+    F, state = em_step(f_pre, I, V, em_init(I.shape), w_i=w_i, w_v=1 - w_i, window=9, power=power)
+    assert ((F >= np.minimum(I, V) - 1e-3) & (F <= np.maximum(I, V) + 1e-3)).all()
+    _, ddfm = em_step(f_pre, I, V, em_init(I.shape), w_i=w_i, w_v=1 - w_i, window=9)
+    assert (state.tau_a, state.tau_b) == (ddfm.tau_a, ddfm.tau_b)  # the E-step's taus stay DDFM's
+    if power == 0:
+        np.testing.assert_allclose(F, w_i * I + (1 - w_i) * V, atol=2e-3)
+
+
+@pytest.mark.parametrize("power", [-0.1, 1.5])
+def test_power_must_be_in_0_1(power):
+    I = np.zeros((8, 8), np.float32)  # noqa: E741
+    with pytest.raises(ValueError, match=r"em_power must be in \[0, 1\]"):
+        em_step(I, I, I, em_init(I.shape), power=power)
+
+
 def test_em_window_removes_the_per_pixel_flips():
     """DDFM's per-pixel E-step sends F away from whichever source f_pre's noise brings it closer to
     (the mirror of the test above); the windowed E-step does not. Measured on TNO 22: the share

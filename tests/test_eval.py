@@ -132,16 +132,17 @@ def test_other_settings_need_another_folder(data: Path, tmp_path: Path) -> None:
 
 
 def test_later_settings_are_recorded_only_when_set(data: Path, tmp_path: Path) -> None:
-    """Folders written before dig_norm/timesteps/em_window/dig_passes/em_window_side existed still resume;
+    """Folders written before dig_norm/timesteps/em_window/dig_passes/em_window_side/em_power existed still resume;
     setting them needs a new folder."""
     out = tmp_path / "out"
     pairs = evaluation.find_pairs(data)
     before = Settings(steps=2, em_window=1, dig_passes=1, em_window_side=0)
     evaluation.evaluate(pairs, out, ["average"], before, max_side=64, quiet=True)
     recorded = json.loads((out / "run.json").read_text())["settings"]
-    assert not {"dig_norm", "timesteps", "em_window", "dig_passes", "em_window_side"} & set(recorded)
+    assert not {"dig_norm", "timesteps", "em_window", "dig_passes", "em_window_side", "em_power"} & set(recorded)
     evaluation.evaluate(pairs, out, ["average"], before, max_side=64, quiet=True)
-    for later in (dict(dig_norm="absolute"), dict(em_window=5), dict(dig_passes=2), dict(em_window_side=256)):
+    for later in (dict(dig_norm="absolute"), dict(em_window=5), dict(dig_passes=2), dict(em_window_side=256),
+                  dict(em_power=0.5)):
         with pytest.raises(InputError, match="other settings"):
             evaluation.evaluate(pairs, out, ["average"], replace(before, **later), max_side=64)
 
