@@ -15,7 +15,9 @@ the ratio of the two E-step taus and DDFM's clamp D <= 2 C. This script fuses pa
 ways and prints, per task (luminance, 0..255):
 
 * Qabf / VIFF / SSIM of DIG with DDFM's step (``ddfm``), with the unmirrored estimate (``X + V``),
-  of the plain blend of the sources by DIG's last weights (``w blend``) and of the Laplacian pyramid;
+  with DDFM's step at other settings (a form of ``FIELD=VALUE`` words over ``Settings``, e.g.
+  ``em_power=0.5 dig_tau=1``; ``em_power=0`` is the ``w blend`` image), of the plain blend of the
+  sources by DIG's last weights (``w blend``) and of the Laplacian pyramid;
 * how the ``ddfm`` output sits between the sources where they differ (|B - A| > 0.1): the share of
   pixels whose blend fraction a = (F - A) / (B - A) lies in [0, 1] (within 0.02), the mean a and the
   mean weight w_B of the last DIG refresh, and the mean |a - w_B|.
@@ -24,6 +26,8 @@ The unmirrored step needs no copy of ``em_step``: with the weights swapped it co
 so its F is I + V - F_ddfm(w_v, w_i) (the tau and TV state do not depend on the weights).
 
     python benchmarks/em_mirror.py --data ../shared/data --pairs-per-task 12
+    python benchmarks/em_mirror.py --pairs-per-task 0 --forms "ddfm,em_power=0.5" --figure F.png \
+        --figure-pairs ivf_TNO_16,mef_MEFB_ICCV_11
 """
 from __future__ import annotations
 
@@ -69,11 +73,15 @@ def blend_stats(fused: np.ndarray, a: np.ndarray, b: np.ndarray, w_b: np.ndarray
     return float(inside), float(alpha.mean()), float(w_b[mask].mean()), float(np.abs(alpha - w_b[mask]).mean())
 
 
-def fuse_pair(pair: evaluation.Pair, runner: Any, unmirrored: bool) -> api.FusionResult:
-    """DIG at the task's defaults; ``unmirrored`` swaps in the X + V estimate."""
+def fuse_pair(pair: evaluation.Pair, runner: Any, form: str) -> api.FusionResult:
+    """DIG at the task's defaults; ``X + V`` swaps in the unmirrored estimate, ``FIELD=VALUE`` words override them."""
+    unmirrored = form == "X + V"
     swap = mock.patch.object(numpy_ops, "em_step", em_step_unmirrored) if unmirrored else contextlib.nullcontext()
+    overrides = {} if form in ("ddfm", "X + V") else {k: int(v) if v.isdigit() else float(v)
+                                                        for k, v in (w.split("=") for w in form.split())}
     with swap:
-        return api.fuse(pair.a, pair.b, task=pair.task, runner=runner)
+        return api.fuse(pair.a, pair.b, task=pair.task, runner=runner,
+                        settings=api.default_settings(pair.task, **overrides))
 
 
 def measure(pair: evaluation.Pair, runner: Any, forms: List[str]) -> Dict[str, Any]:
@@ -83,7 +91,7 @@ def measure(pair: evaluation.Pair, runner: Any, forms: List[str]) -> Dict[str, A
     pyramid = evaluation.laplacian_fusion(a, b)
     row: Dict[str, Any] = {"pyramid": scores(pyramid, a, b), "images": {"A": a, "B": b, "pyramid": pyramid}}
     for form in forms:
-        result = fuse_pair(pair, runner, form == "X + V")
+        result = fuse_pair(pair, runner, form)
         row[form] = scores(result.luma, a, b)
         row["images"][form] = result.luma
         if form == "ddfm":
@@ -112,7 +120,8 @@ def main() -> None:
     parser.add_argument("--pairs-per-task", type=int, default=12)
     parser.add_argument("--tasks", default=",".join(api.TASKS))
     parser.add_argument("--max-side", type=int, default=256)
-    parser.add_argument("--forms", default="ddfm,X + V", help="ddfm (DDFM's I - X), X + V, or both")
+    parser.add_argument("--forms", default="ddfm,X + V",
+                        help="comma-separated: ddfm (DDFM's I - X), X + V, or FIELD=VALUE words (Settings)")
     parser.add_argument("--figure", type=Path, help="write A | B | forms | w blend | pyramid for --figure-pairs here")
     parser.add_argument("--figure-pairs", default="", help="comma-separated TASK_DATASET_NAME keys")
     args = parser.parse_args()

@@ -7,7 +7,8 @@ this runs every pair of ``--data`` (long side ``--max-side`` px) around the defa
 and ``--more-steps``, e.g. 50,100), the refresh interval S in {1, 2, 5, 10}, the window in {9, 21,
 41}, one tau for every task in {0.25, 0.5, 1, 2} against the per-task taus, Dig2DIG's softmax as written
 (absolute temperature 1), the E-step window in {1 (DDFM), 3, 5, 9, 13} for DIG and {1, 5, 9} for static, the
-E-step power in {1 (DDFM), 0.5, 0} for DIG and {1, 0.5} for static, and the DIG gain smoothing: a box of
+E-step power in {1 (DDFM), 0.5, 0} for DIG and {1, 0.5} for static (and at 0.5 each tau of the tau
+table), and the DIG gain smoothing: a box of
 window w applied n times (``DIG_SMOOTHING``). ``--held-only`` writes the tables from what the folders hold.
 One resumable sub-folder of ``--out`` per setting, as ``dig2dig eval``
 writes it. ``--tables`` picks the tables whose missing fusions are computed now (a long job can be
@@ -46,6 +47,7 @@ EM_WINDOW = (1, 3, 5, 9, 13)
 EM_WINDOW_STATIC = (1, 5, 9)
 EM_POWER = (1.0, 0.5, 0.0)
 EM_POWER_STATIC = (1.0, 0.5)
+POWER_TAU_AT = 0.5  # the power whose tau is varied over FIXED_TAU: tau and the power both set how sharp F's weights are
 # (window, passes); the first three have about the same variance, passes * (window**2 - 1) / 12
 DIG_SMOOTHING = ((41, 1), (29, 2), (23, 3), (41, 3), (61, 1), (61, 3))
 LABELS = {"dig": "DIG", "static": "static (DDFM)", "average": "average (classical)",
@@ -94,6 +96,9 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
              + (" (default)" if power == base.em_power else ""),
              add(replace(base, em_power=power), method), method)
             for method, powers in (("dig", EM_POWER), ("static", EM_POWER_STATIC)) for power in powers]
+    rows += [(f"DIG, em_power = {POWER_TAU_AT:g}, tau = {tau:g} for every task",
+              add(replace(base, em_power=POWER_TAU_AT, dig_tau=tau), "dig", task_tau=False), "dig")
+             for tau in FIXED_TAU]
     tables["power"] = Table(f"E-step power (DDFM's E-step weights raised to it after the window; ours), "
                             f"{base.steps} steps", rows)
     default = (base.dig_window, base.dig_passes)
@@ -133,11 +138,11 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], max_side: int, docs: 
             f"INTER_AREA so that the long side is at most {max_side} px; every metric and time is at that size. "
             f"Model: the bundled prior ({bundled_prior()}).", "",
             f"Unless a table varies it, the defaults of `dig2dig fuse`, but {base.steps} steps for every task "
-            f"(mef's default is {api.TASK_DEFAULTS['mef']['steps']}, from the steps table): DIG refresh every "
+            f"(the defaults: {api.task_default_text('steps')}, from the steps table): DIG refresh every "
             f"{base.dig_every} steps, window {base.dig_window} x {base.dig_passes} passes, E-step window "
-            f"{base.em_window} (given at a {base.em_window_side}-px long side, every pair's here), tau per task "
-            f"({api.task_default_text('dig_tau')}), lamb {base.lamb:g}, rho {base.rho:g}, "
-            f"seed {base.seed}. Each cell is the mean over the task's pairs; "
+            f"{base.em_window} (given at a {base.em_window_side}-px long side, every pair's here), E-step power "
+            f"{base.em_power:g}, tau per task ({api.task_default_text('dig_tau')}), lamb {base.lamb:g}, "
+            f"rho {base.rho:g}, seed {base.seed}. Each cell is the mean over the task's pairs; "
             "n is the number of pairs a row holds so far. Per-pair rows, std and the other metrics: "
             f"[{os.path.relpath(docs, doc.parent)}/]({os.path.relpath(docs, doc.parent)}/), one folder per "
             "setting. Seconds: wall time of one fusion on this machine.", ""]

@@ -96,7 +96,7 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], per_task: int, max_si
             f"Sources larger than {max_side} px on the long side are downscaled with OpenCV INTER_AREA to "
             f"{max_side} px; smaller ones are fused as they are. Model: the bundled prior ({bundled_prior()}).", "",
             f"Unless a row says otherwise, the defaults of `dig2dig fuse` (chosen at a 256-px long side), but "
-            f"{base.steps} steps for every task (mef's default is {api.TASK_DEFAULTS['mef']['steps']}), DIG refresh "
+            f"{base.steps} steps for every task (the defaults: {api.task_default_text('steps')}), DIG refresh "
             f"every {base.dig_every} steps, window {base.dig_window} x {base.dig_passes} passes, E-step window "
             f"{base.em_window} at a {base.em_window_side}-px long side "
             f"(scaled to each pair's), tau per task ({api.task_default_text('dig_tau')}). "

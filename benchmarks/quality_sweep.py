@@ -58,7 +58,7 @@ CALIBRATION_T = 500
 # The sweep's starting point: the defaults before this sweep chose them (one 9-px box, tau 2, DDFM's
 # per-pixel E-step). The knobs vary around it one at a time; the chosen defaults are checked
 # jointly in the Findings. The E-step window is varied on all pairs (quality_all.py).
-BASE = Settings(dig_window=9, dig_passes=1, dig_tau=2.0, em_window=1)
+BASE = Settings(dig_window=9, dig_passes=1, dig_tau=2.0, em_window=1, em_power=1.0)
 
 
 @dataclass

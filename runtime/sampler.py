@@ -50,7 +50,7 @@ class Settings:
     dig_norm: str = "spread"  # "spread": temperature dig_tau x RMS gain spread; "absolute": dig_tau itself
     em_window: int = 9  # E-step weights: geometric mean over em_window x em_window; 1 = DDFM (docs/QUALITY.md)
     em_window_side: int = 256  # the long side (px) em_window is given at, scaled to the sources'; 0: pixels
-    em_power: float = 1.0  # E-step weights raised to this power after the window; 1 = DDFM (kernels/em.py)
+    em_power: float = 0.5  # E-step weights raised to this power after the window; 1 = DDFM (docs/QUALITY.md)
     lamb: float = 0.5
     rho: float = 0.001
     seed: int = 0

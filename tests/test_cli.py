@@ -49,14 +49,14 @@ def test_fuse_writes_outputs(pair: Tuple[str, str], tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("task", list(api.TASKS))
 def test_task_defaults_unless_given(task: str) -> None:
-    """Without --steps or --dig-tau a task runs its TASK_DEFAULTS (mef 25 steps); given, they win."""
+    """Without --steps or --dig-tau a task runs its TASK_DEFAULTS (ivf tau 0.667, mif 0.25); given, they win."""
     def settings(*extra: str) -> "cli.Settings":
         return cli._settings(cli.build_parser().parse_args(["fuse", "a.png", "b.png", "-o", "f.png", "--task", task,
                                                             *extra]))
 
     chosen = settings()
     assert (chosen.steps, chosen.dig_tau) == (api.TASK_DEFAULTS[task]["steps"], api.TASK_DEFAULTS[task]["dig_tau"])
-    assert api.TASK_DEFAULTS["mef"]["steps"] == 25 and api.TASK_DEFAULTS["ivf"]["steps"] == 10
+    assert api.TASK_DEFAULTS["ivf"]["dig_tau"] == 0.667 and api.TASK_DEFAULTS["mif"]["dig_tau"] == 0.25
     given = settings("--steps", "7", "--dig-tau", "3")
     assert (given.steps, given.dig_tau) == (7, 3.0)
 

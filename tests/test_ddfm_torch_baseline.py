@@ -49,7 +49,7 @@ def test_loop_matches_our_static_sampler():
     crop = (slice(200, 264), slice(300, 364))
     sources = np.stack([io.read_source(str(p)).luma[crop] for p in PAIR]).astype(np.float32) * 2 - 1
     x_T = initial_noise((1, 64, 64), seed=0)
-    ddfm = Settings(steps=5, guidance="static", em_window=1)
+    ddfm = Settings(steps=5, guidance="static", em_window=1, em_power=1.0)
     ours = sample(OrtRunner(str(MODEL_DIR / "model.onnx")), sources, ddfm, x_T)
 
     net = load_model(MODEL_DIR / "weights.safetensors", load_config(MODEL_DIR / "config.json"))

@@ -136,7 +136,7 @@ def test_later_settings_are_recorded_only_when_set(data: Path, tmp_path: Path) -
     setting them needs a new folder."""
     out = tmp_path / "out"
     pairs = evaluation.find_pairs(data)
-    before = Settings(steps=2, em_window=1, dig_passes=1, em_window_side=0)
+    before = Settings(steps=2, em_window=1, dig_passes=1, em_window_side=0, em_power=1.0)
     evaluation.evaluate(pairs, out, ["average"], before, max_side=64, quiet=True)
     recorded = json.loads((out / "run.json").read_text())["settings"]
     assert not {"dig_norm", "timesteps", "em_window", "dig_passes", "em_window_side", "em_power"} & set(recorded)
