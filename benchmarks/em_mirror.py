@@ -14,8 +14,9 @@ one w_I a / (w_I a + w_V (1 - a)) (fixed points 0 and 1 only: it locks onto a so
 the ratio of the two E-step taus and DDFM's clamp D <= 2 C. This script fuses pairs with DIG both
 ways and prints, per task (luminance, 0..255):
 
-* Qabf / VIFF / SSIM of DIG with DDFM's step (``ddfm``), with the unmirrored estimate (``X + V``),
-  with DDFM's step at other settings (a form of ``FIELD=VALUE`` words over ``Settings``, e.g.
+* Qabf / VIFF / SSIM of DIG with DDFM's step (``ddfm``: I - X at the task's defaults, which include our
+  E-step window and power; ``em_power=1`` is the step analysed above), with the unmirrored estimate
+  (``X + V``), with DDFM's step at other settings (a form of ``FIELD=VALUE`` words over ``Settings``, e.g.
   ``em_power=0.5 dig_tau=1``; ``em_power=0`` is the ``w blend`` image), of the plain blend of the
   sources by DIG's last weights (``w blend``) and of the Laplacian pyramid;
 * how the ``ddfm`` output sits between the sources where they differ (|B - A| > 0.1): the share of
@@ -26,7 +27,7 @@ The unmirrored step needs no copy of ``em_step``: with the weights swapped it co
 so its F is I + V - F_ddfm(w_v, w_i) (the tau and TV state do not depend on the weights).
 
     python benchmarks/em_mirror.py --data ../shared/data --pairs-per-task 12
-    python benchmarks/em_mirror.py --pairs-per-task 0 --forms "ddfm,em_power=0.5" --figure F.png \
+    python benchmarks/em_mirror.py --pairs-per-task 0 --forms "em_power=1,ddfm" --figure F.png \
         --figure-pairs ivf_TNO_16,mef_MEFB_ICCV_11
 """
 from __future__ import annotations
@@ -121,7 +122,8 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(api.TASKS))
     parser.add_argument("--max-side", type=int, default=256)
     parser.add_argument("--forms", default="ddfm,X + V",
-                        help="comma-separated: ddfm (DDFM's I - X), X + V, or FIELD=VALUE words (Settings)")
+                        help="comma-separated: ddfm (DDFM's I - X at the defaults), X + V, "
+                             "or FIELD=VALUE words (Settings)")
     parser.add_argument("--figure", type=Path, help="write A | B | forms | w blend | pyramid for --figure-pairs here")
     parser.add_argument("--figure-pairs", default="", help="comma-separated TASK_DATASET_NAME keys")
     args = parser.parse_args()
