@@ -18,14 +18,14 @@ Dig2DIG (Cao et al. 2025, arXiv 2503.18627) weights each source per pixel. Here 
 returned F toward that source: D -> 2 w_i D and C -> 2 w_v C (K w with K = 2 sources). Uniform
 weights reproduce DDFM exactly; the E-step and the tau updates stay DDFM's.
 
-Our one change to DDFM, off by default in this function (``window = 1``; the sampler's default
+Our first change to DDFM, off by default in this function (``window = 1``; the sampler's default
 is 9, ``Settings.em_window``): C and D are set per pixel by ``|I - f|`` and ``|f - V|``, so where
 the sources differ little they swing by orders of magnitude between neighbouring pixels, and F
-flips from one source to the other pixel by pixel: the speckle of docs/QUALITY.md ("E-step
-window"). ``window`` > 1 replaces C and D by their ``window`` x ``window`` geometric means
-(``exp(box_mean(log))``, reflect-101 borders) after the clamp and the tau updates, before the
-source weights scale them: a weight's scale, not its per-pixel noise, decides which source a pixel
-follows.
+flips from one source to the other pixel by pixel: the speckle of docs/QUALITY_LOG.md (sixth
+session, "E-step window"). ``window`` > 1 replaces C and D by their ``window`` x ``window``
+geometric means (``exp(box_mean(log))``, reflect-101 borders) after the clamp and the tau updates,
+before the source weights scale them: a weight's scale, not its per-pixel noise, decides which
+source a pixel follows.
 
 Our second change, also off by default here (``power = 1``; ``Settings.em_power``): ``power`` γ
 raises C and D to γ after the window. For f_pre = a I + (1 - a) V, F's odds of I over V are then
