@@ -14,6 +14,9 @@ Prints markdown tables and writes ``gpu_bench.json`` to ``--out`` (default ``$OU
 - loop: ``runtime.gpu.gpu_sample`` with default settings: CUDA-event time of the loop, of the
   UNet inside it and of everything else (kernels, copies, launch and sync gaps); per-stage wall
   times from a run whose stages wait for the GPU.
+- CUDA graph: the same loop captured once and replayed (``export.cuda_graph.GraphedLoop``), against
+  the eager loop's times above; its sample against the eager loop's on the captured frame and on
+  a second one (the sources mirrored) replayed through the same graph.
 - agreement: final fused luminance in [0, 1] of the GPU loop against the CPU loop (NumPy ops) on
   the same PyTorch model (ops only) and with ONNX Runtime on the CPU (as the CLI runs), from the
   same x_T; goal: within 1/255.
@@ -239,6 +242,39 @@ def agreement(ops: CudaOps, runner: TorchCudaRunner, sources: np.ndarray, settin
     return result
 
 
+def graph_timing(ops: CudaOps, runner: TorchCudaRunner, sources: np.ndarray, settings: Settings,
+                 rounds: int) -> Dict[str, Any]:
+    """The loop replayed as one CUDA graph (``export.cuda_graph``): median GPU and wall seconds of a
+    replay (wall: queue it and wait), and the max abs difference of its sample from the eager loop's
+    (``gpu_sample`` on ``ops``) on the captured frame and on a second frame (the sources mirrored)."""
+    from dig2dig.export.cuda_graph import GraphedLoop
+
+    x_T = initial_noise((runner.info.in_channels,) + sources.shape[1:], settings.seed)
+    graphed = GraphedLoop(runner, settings, sources, x_T)
+    try:
+        driver, stream = graphed.ops.kernels.driver, graphed.ops.stream
+        graphed.replay()
+        stream.synchronize()
+        gpu_times, wall_times = [], []
+        for _ in range(rounds):
+            begin, end = driver.Event(), driver.Event()
+            start = time.perf_counter()
+            begin.record(stream)
+            graphed.replay()
+            end.record(stream)
+            end.synchronize()
+            wall_times.append(time.perf_counter() - start)
+            gpu_times.append(end.time_since(begin) / 1000.0)
+        differences = {}
+        for name, frame in (("captured_frame", sources), ("second_frame", np.ascontiguousarray(sources[:, :, ::-1]))):
+            eager = gpu_sample(runner, frame, settings, x_T, ops=ops).sample
+            differences[name] = float(np.abs(graphed.run(frame, x_T) - eager).max())
+        return {"replay_gpu_s": statistics.median(gpu_times), "replay_wall_s": statistics.median(wall_times),
+                "max_abs_diff_vs_eager": differences}
+    finally:
+        graphed.close()
+
+
 def table(header: List[str], rows: List[List[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
@@ -264,6 +300,16 @@ def report(results: Dict[str, Any]) -> str:
                      f"{s['other'] / steps * 1e3:.2f}", stages])
     parts.append(table(["loop", "steps", "wall ms", "GPU ms", "UNet ms", "other ms", "ms/step", "other ms/step",
                         "stage wall ms/step (waiting)"], rows))
+    rows = []
+    for loop, graph in zip(results["loop"], results["graph"]):
+        s, steps = loop["seconds"], loop["steps"]
+        rows.append([loop["size"], str(steps), f"{s['loop_wall'] * 1e3:.1f}", f"{s['loop'] * 1e3:.1f}",
+                     f"{graph['replay_wall_s'] * 1e3:.1f}", f"{graph['replay_gpu_s'] * 1e3:.1f}",
+                     f"{(s['loop_wall'] - graph['replay_wall_s']) / steps * 1e3:.2f}",
+                     " / ".join(f"{v:.1e}" for v in graph["max_abs_diff_vs_eager"].values())])
+    parts.append(table(["CUDA graph of the loop", "steps", "eager wall ms", "eager GPU ms", "replay wall ms",
+                        "replay GPU ms", "wall saved ms/step", "max abs diff vs eager (captured / second frame)"],
+                       rows))
     rows = []
     for a in results["agreement"]:
         worst = max(v for k, v in a.items() if k.startswith("gpu_vs"))
@@ -294,7 +340,7 @@ def main() -> None:
     results: Dict[str, Any] = {"device": ops.kernels.device.name(), "settings": vars(settings),
                                "data": f"TNO {args.pair}" if pair is not None else "synthetic",
                                "copy_bandwidth_GBps": copy_bandwidth(ops, timer) / 1e9,
-                               "kernels": [], "unet": [], "loop": [], "agreement": []}
+                               "kernels": [], "unet": [], "loop": [], "graph": [], "agreement": []}
     for height, width in SIZES:
         size = f"{height}x{width}"
         for name, launches, nbytes, call in kernel_cases(ops, height, width):
@@ -307,6 +353,7 @@ def main() -> None:
         sources = crop(pair, height, width)
         results["loop"].append({"size": size, "steps": settings.steps,
                                 **loop_timing(ops, runner, sources, settings, rounds=5)})
+        results["graph"].append({"size": size, **graph_timing(ops, runner, sources, settings, rounds=5)})
         results["agreement"].append({"size": size, **agreement(ops, runner, sources, settings, not args.no_cpu)})
         print(f"{size} done", flush=True)
     out = Path(args.out)

@@ -34,7 +34,7 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -50,6 +50,8 @@ HBOX_THREADS = 128  # dig.cu's HBOX_THREADS
 TILE = (32, 8, 1)  # dig.cu's (VBOX_X, VBOX_Y), em.cu's (EM_X, EM_Y)
 MAX_SHARED_BYTES = 48 * 1024
 RNG_MAX_BLOCKS = 4096
+Shape = Tuple[int, ...]
+ONE_F32_BITS = 0x3F800000  # 1.0f, for memset_d32
 EM_SOLVE_ITERATIONS = 20  # Chebyshev iterations: about 2e-6 relative error on H (see em_chebyshev_omegas)
 
 
@@ -364,17 +366,32 @@ class CudaKernels:
 
     # -- em.cu -----------------------------------------------------------------------------------
 
-    def em_init(self, shape: Tuple[int, int]) -> CudaEMState:
-        """EM state for ``(H, W)`` float32 images: tau_a = tau_b = 1, F1 = F2 = 0."""
+    def em_init(self, shape: Tuple[int, int], take: Optional[Callable[[str, Shape, Any], Any]] = None) -> CudaEMState:
+        """EM state for ``(H, W)`` float32 images: tau_a = tau_b = 1, F1 = F2 = 0, work buffers 0.
+
+        ``take(role, shape, dtype)`` gives the buffers (``CudaOps`` passes its pool; default: new
+        GPUArrays). The values are set by memsets queued on the stream, so that with pooled buffers
+        a loop captured in a CUDA graph resets its state at every replay.
+        """
         height, width = shape
         grid = _tile_grid(height, width)
-        def zeros(size: Any, dtype: Any = np.float32) -> Any:
-            return self.gpuarray.to_gpu(np.zeros(size, dtype))
 
-        return CudaEMState(shape=(height, width), taus=self.gpuarray.to_gpu(np.ones(4, np.float32)), slot=0,
-                           F1=zeros(shape), F2=zeros(shape), C=zeros(shape), D=zeros(shape), rhs=zeros(shape),
-                           solve=[zeros(shape) for _ in range(3)], partials=zeros(2 * grid[0] * grid[1]),
-                           counter=zeros(1, np.uint32))
+        def new(role: str, size: Shape, dtype: Any) -> Any:
+            return take(role, size, dtype) if take is not None else self.gpuarray.empty(size, dtype)
+
+        taus = new("em_taus", (4,), np.float32)
+        self.driver.memset_d32_async(taus.gpudata, ONE_F32_BITS, 4, self.stream)
+
+        def zeros(role: str, size: Shape, dtype: Any = np.float32) -> Any:
+            array = new(role, size, dtype)
+            self.driver.memset_d32_async(array.gpudata, 0, array.size, self.stream)
+            return array
+
+        return CudaEMState(shape=(height, width), taus=taus, slot=0, F1=zeros("em_F1", shape),
+                           F2=zeros("em_F2", shape), C=zeros("em_C", shape), D=zeros("em_D", shape),
+                           rhs=zeros("em_rhs", shape), solve=[zeros(f"em_solve{i}", shape) for i in range(3)],
+                           partials=zeros("em_partials", (2 * grid[0] * grid[1],)),
+                           counter=zeros("em_counter", (1,), np.uint32))
 
     def em_step(self, f_pre: Any, I: Any, V: Any, state: CudaEMState, lamb: float, rho: float,  # noqa: E741
                 w_i: Optional[Any], w_v: Optional[Any], out: Any, window: int = 1, power: float = 1.0) -> None:

@@ -235,7 +235,7 @@ class CudaOps:
         return weights, gains
 
     def em_init(self, shape: Tuple[int, int]) -> CudaEMState:
-        return self.kernels.em_init(shape)
+        return self.kernels.em_init(shape, self.pool.take)
 
     def em_step(self, f_pre: Any, I: Any, V: Any, state: CudaEMState, lamb: float, rho: float,  # noqa: E741
                 w_i: Optional[Any] = None, w_v: Optional[Any] = None, window: int = 1,

@@ -21,16 +21,21 @@ class DeviceRunner(Runner):
     seen by the sampler as a plain runner on device arrays.
 
     ``denoise(x, t)`` takes GPUArrays, queues the model on the ops' stream into a pooled output and
-    returns it; CUDA events around each call give the model's GPU time (:meth:`seconds`).
+    returns it; with ``timed``, CUDA events around each call give the model's GPU time
+    (:meth:`seconds`). A loop captured in a CUDA graph runs untimed: events recorded while capturing
+    can be neither waited for nor timed.
     """
 
-    def __init__(self, runner: Any, ops: Any) -> None:
-        self.runner, self.ops, self.info = runner, ops, runner.info
+    def __init__(self, runner: Any, ops: Any, timed: bool = True) -> None:
+        self.runner, self.ops, self.info, self.timed = runner, ops, runner.info, timed
         self._events: List[Tuple[Any, Any]] = []
 
     def denoise(self, x: Any, t: Any) -> Any:
         shape = (int(x.shape[0]), self.info.out_channels) + tuple(int(v) for v in x.shape[2:])
         y = self.ops.buffer("denoise", shape)
+        if not self.timed:
+            self.runner.denoise_device(x, t, y, self.ops.stream.handle)
+            return y
         start, end = self.ops.kernels.driver.Event(), self.ops.kernels.driver.Event()
         start.record(self.ops.stream)
         self.runner.denoise_device(x, t, y, self.ops.stream.handle)
@@ -95,6 +100,7 @@ def gpu_sample(runner: Any, sources: np.ndarray, settings: Settings, x_T: np.nda
         result = ops.to_host(x)
         for refresh in trace.refreshes:
             refresh["weights"], refresh["gains"] = ops.to_host(refresh["weights"]), ops.to_host(refresh["gains"])
+        trace.nonfinite = ops.to_host(trace.nonfinite)
         seconds["download"] = time.perf_counter() - start
         return GpuSample(sample=result, seconds=seconds, trace=trace)
     finally:

@@ -89,10 +89,13 @@ def scaled_window(window: int, long_side: int, window_side: int) -> int:
 @dataclass
 class Trace:
     """What the loop saw: DIG weights and gains at each refresh (arrays of the loop's ``ops``;
-    ``gpu_sample`` brings them to the host after the loop) and seconds spent per stage."""
+    ``gpu_sample`` brings them to the host after the loop), seconds spent per stage, and the loop's
+    NaN/Inf record with its timesteps (read by :func:`raise_if_nonfinite`)."""
 
     refreshes: List[Dict[str, Any]] = field(default_factory=list)
     seconds: DefaultDict[str, float] = field(default_factory=lambda: defaultdict(float))
+    nonfinite: Any = None
+    timesteps: Tuple[int, ...] = ()
 
 
 class _Stage:
@@ -119,12 +122,16 @@ def initial_noise(shape: tuple, seed: int, ops: Any = NUMPY_OPS) -> Any:
 
 
 def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any = NUMPY_OPS,
-           progress: Optional[Callable[[int, int], None]] = None, trace: Optional[Trace] = None) -> Any:
+           progress: Optional[Callable[[int, int], None]] = None, trace: Optional[Trace] = None,
+           check_finite: bool = True) -> Any:
     """Fuse two sources into a sample of the prior's model space.
 
     ``sources``: ``(2, H, W)`` luminance in [-1, 1], ordered (A, B) as the CLI's roles; DDFM's EM
     calls B its ``I`` and A its ``V`` (visible and infrared in DDFM's own IVF setup).
     ``x_T``: ``(C, H, W)`` start noise, C the model's input channels. Returns x_0 ``(C, H, W)``.
+    ``check_finite``: raise :class:`NumericalError` if the model returned NaN/Inf (reads the
+    device record, so it waits for the GPU); False leaves that to :func:`raise_if_nonfinite`, for
+    a loop captured in a CUDA graph, which must not wait while capturing.
     """
     trace = trace if trace is not None else Trace()
     stage = _Stage(trace, ops)
@@ -180,10 +187,17 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
             x = ops.ddim_update(x, x0, abar, abar_prev)
         if progress is not None:
             progress(i + 1, steps)
-    bad = int(ops.to_host(nonfinite)[0])
-    if bad < steps:
-        raise NumericalError(f"the model returned NaN/Inf at timestep {int(schedule.timesteps[bad])}")
+    trace.nonfinite, trace.timesteps = nonfinite, tuple(int(t) for t in schedule.timesteps)
+    if check_finite:
+        raise_if_nonfinite(trace, ops)
     return x
+
+
+def raise_if_nonfinite(trace: Trace, ops: Any = NUMPY_OPS) -> None:
+    """Raise :class:`NumericalError` if the loop that filled ``trace`` saw NaN/Inf in a model output."""
+    bad = int(ops.to_host(trace.nonfinite)[0])
+    if bad < len(trace.timesteps):
+        raise NumericalError(f"the model returned NaN/Inf at timestep {trace.timesteps[bad]}")
 
 
 def luminance_of_sample(x: np.ndarray) -> np.ndarray:

@@ -142,7 +142,7 @@ class FakeKernels:
         dense("out_weights", out_weights, shape)[...] = weights
         dense("out_gains", out_gains, shape)[...] = gains
 
-    def em_init(self, shape):
+    def em_init(self, shape, take=None):
         return FakeEMState(em.em_init(shape, np.float32))
 
     def em_step(self, f_pre, I, V, state, lamb, rho, w_i, w_v, out, window=1, power=1.0):  # noqa: E741

@@ -173,3 +173,26 @@ def test_gpu_loop_equals_cpu_loop_with_onnx(ops, torch_runner):
     print(f"GPU loop (PyTorch) vs CPU loop (ONNX Runtime): fused luminance max abs diff {diff:.2e} "
           f"({diff * 255:.3f} / 255)")
     assert diff <= GOAL
+
+
+def test_cuda_graph_replay_equals_the_eager_loop(ops, torch_runner):
+    """The loop captured once (export.cuda_graph) and replayed: the eager GPU loop's sample on the
+    captured frame and on another frame through the same graph, twice (each replay resets its state)."""
+    from dig2dig.export.cuda_graph import GraphedLoop
+
+    frames = [real_sources()[:, 200:328, 300:428], real_sources()[:, 100:228, 200:328]]
+    settings = Settings(steps=4, dig_every=2)
+    x_T = initial_noise((1, 128, 128), settings.seed)
+    graphed = GraphedLoop(torch_runner, settings, frames[0], x_T)
+    try:
+        for frame in frames + frames:
+            eager = gpu_sample(torch_runner, frame, settings, x_T, ops=ops).sample
+            replayed = graphed.run(frame, x_T)
+            diff = np.abs(replayed - eager).max()
+            print(f"CUDA graph replay vs eager GPU loop: max abs diff {diff:.2e}")
+            assert diff <= 1e-5
+        assert len(graphed.trace.refreshes) == 2
+        with pytest.raises(ValueError, match="captured for"):
+            graphed.run(frames[0][:, :64], x_T)
+    finally:
+        graphed.close()

@@ -151,7 +151,7 @@ def fake_pycuda(calls: list) -> types.ModuleType:
     driver.mem_alloc = lambda nbytes: FakeArray(nbytes)
     driver.memset_d32_async = lambda *args: calls.append(("memset", args))
     gpuarray = types.ModuleType("pycuda.gpuarray")
-    gpuarray.to_gpu = lambda array: FakeArray(array.shape, array.dtype)
+    gpuarray.empty = lambda shape, dtype: FakeArray(shape, dtype)
     package = types.ModuleType("pycuda")
     package.driver, package.gpuarray = driver, gpuarray
     return package
@@ -206,6 +206,29 @@ def test_launchers_dry_run(monkeypatch):
         assert after[1] == before[2] and after[2] == before[3]  # prev <- cur, cur <- next
     assert len({args[3] for args in chebyshev[:3]}) == 3
     assert launches[-1][3][2] == chebyshev[-1][3]  # em_update reads the last iterate as H
+
+
+def test_em_init_sets_its_state_by_memsets_on_the_stream(monkeypatch):
+    """em_init's values come from memsets queued on the stream (replayed by a captured CUDA graph):
+    tau_a = tau_b = 1 in both slots, every other buffer 0; ``take`` gives the buffers by role."""
+    calls: list = []
+    ops = fake_kernels(monkeypatch, calls)
+    taken: list = []
+
+    def take(role: str, shape: tuple, dtype: Any) -> FakeArray:
+        taken.append(role)
+        return FakeArray(shape, dtype)
+
+    state = ops.em_init((37, 70), take)
+    memsets = {args[0]: args[1:] for name, args in calls if name == "memset"}
+    assert memsets[state.taus.gpudata][:2] == (cuda.ONE_F32_BITS, 4)
+    assert np.frombuffer(np.uint32(cuda.ONE_F32_BITS).tobytes(), np.float32)[0] == 1.0
+    others = [state.F1, state.F2, state.C, state.D, state.rhs, *state.solve, state.partials, state.counter]
+    for array in others:
+        assert memsets[array.gpudata][:2] == (0, array.size)
+        assert memsets[array.gpudata][2] is ops.stream
+    assert len(taken) == len(set(taken)) == len(others) + 1
+    assert state.counter.dtype == np.uint32
 
 
 def test_dig_passes_launches(monkeypatch):

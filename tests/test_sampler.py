@@ -42,7 +42,8 @@ def test_static_mode_reproduces_ddfm_sampler(small_reference_onnx: str, steps: i
     # DDFM's EM takes I = visible and V = infrared; our sources are (A, B) = (infrared, visible).
     sources = np.stack([ref["V"][0, 0], ref["I"][0, 0]]).astype(np.float32)
     runner = OrtRunner(small_reference_onnx)
-    out = sample(runner, sources, Settings(steps=steps, guidance="static", em_window=1, em_power=1.0), ref["x_start"][0])
+    ddfm = Settings(steps=steps, guidance="static", em_window=1, em_power=1.0)
+    out = sample(runner, sources, ddfm, ref["x_start"][0])
     expected = ref[f"r{steps}_final_sample"][0]
     assert out.shape == expected.shape
     assert np.abs(out - expected).max() <= 1e-3
