@@ -14,7 +14,8 @@ Prints markdown tables and writes ``gpu_bench.json`` to ``--out`` (default ``$OU
 - loop: ``runtime.gpu.gpu_sample`` with default settings: CUDA-event time of the loop, of the
   UNet inside it and of everything else (kernels, copies, launch and sync gaps); per-stage wall
   times from a run whose stages wait for the GPU.
-- CUDA graph: the same loop captured once and replayed (``export.cuda_graph.GraphedLoop``), against
+- CUDA graph: the same loop captured once and replayed (``runtime.graph.GraphedLoop`` with
+  ``export.cuda_graph.TorchGraph``), against
   the eager loop's times above; its sample against the eager loop's on the captured frame and on
   a second one (the sources mirrored) replayed through the same graph.
 - agreement: final fused luminance in [0, 1] of the GPU loop against the CPU loop (NumPy ops) on
@@ -244,13 +245,14 @@ def agreement(ops: CudaOps, runner: TorchCudaRunner, sources: np.ndarray, settin
 
 def graph_timing(ops: CudaOps, runner: TorchCudaRunner, sources: np.ndarray, settings: Settings,
                  rounds: int) -> Dict[str, Any]:
-    """The loop replayed as one CUDA graph (``export.cuda_graph``): median GPU and wall seconds of a
+    """The loop replayed as one CUDA graph (``runtime.graph``): median GPU and wall seconds of a
     replay (wall: queue it and wait), and the max abs difference of its sample from the eager loop's
     (``gpu_sample`` on ``ops``) on the captured frame and on a second frame (the sources mirrored)."""
-    from dig2dig.export.cuda_graph import GraphedLoop
+    from dig2dig.export.cuda_graph import TorchGraph
+    from dig2dig.runtime.graph import GraphedLoop
 
     x_T = initial_noise((runner.info.in_channels,) + sources.shape[1:], settings.seed)
-    graphed = GraphedLoop(runner, settings, sources, x_T)
+    graphed = GraphedLoop(runner, settings, sources, x_T, graph=TorchGraph(runner.device))
     try:
         driver, stream = graphed.ops.kernels.driver, graphed.ops.stream
         graphed.replay()

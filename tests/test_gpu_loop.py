@@ -7,6 +7,8 @@ Per-op thresholds are those of test_kernels_gpu.py.
 """
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from dig2dig.kernels.numpy_ops import NO_STEP
 from dig2dig.models import DEFAULT_DIR
 from dig2dig.runtime.gpu import gpu_sample
 from dig2dig.runtime.sampler import Settings, Trace, initial_noise, luminance_of_sample, sample
+from test_cuda_graph import ECHO_FUNCTIONS
 from test_kernels_numpy import plausible_estimates, real_sources
 
 pytestmark = pytest.mark.gpu
@@ -175,24 +178,59 @@ def test_gpu_loop_equals_cpu_loop_with_onnx(ops, torch_runner):
     assert diff <= GOAL
 
 
-def test_cuda_graph_replay_equals_the_eager_loop(ops, torch_runner):
-    """The loop captured once (export.cuda_graph) and replayed: the eager GPU loop's sample on the
-    captured frame and on another frame through the same graph, twice (each replay resets its state)."""
-    from dig2dig.export.cuda_graph import GraphedLoop
+def graph_matches_eager(ops, runner, graph) -> None:
+    """GraphedLoop's replays equal the eager GPU loop's sample on the captured frame and on another
+    frame through the same graph, twice (each replay resets its state); a wrong shape is refused."""
+    from dig2dig.runtime.graph import GraphedLoop
 
     frames = [real_sources()[:, 200:328, 300:428], real_sources()[:, 100:228, 200:328]]
     settings = Settings(steps=4, dig_every=2)
-    x_T = initial_noise((1, 128, 128), settings.seed)
-    graphed = GraphedLoop(torch_runner, settings, frames[0], x_T)
+    x_T = initial_noise((runner.info.in_channels, 128, 128), settings.seed)
+    graphed = GraphedLoop(runner, settings, frames[0], x_T, graph=graph)
     try:
         for frame in frames + frames:
-            eager = gpu_sample(torch_runner, frame, settings, x_T, ops=ops).sample
+            eager = gpu_sample(runner, frame, settings, x_T, ops=ops).sample
             replayed = graphed.run(frame, x_T)
             diff = np.abs(replayed - eager).max()
-            print(f"CUDA graph replay vs eager GPU loop: max abs diff {diff:.2e}")
+            print(f"CUDA graph replay ({type(graph).__name__}) vs eager GPU loop: max abs diff {diff:.2e}")
             assert diff <= 1e-5
         assert len(graphed.trace.refreshes) == 2
         with pytest.raises(ValueError, match="captured for"):
             graphed.run(frames[0][:, :64], x_T)
     finally:
         graphed.close()
+
+
+def test_torch_graph_replay_equals_the_eager_loop(ops, torch_runner):
+    """The PyTorch UNet and our kernels captured by torch.cuda.graph (export.cuda_graph.TorchGraph)."""
+    from dig2dig.export.cuda_graph import TorchGraph
+
+    graph_matches_eager(ops, torch_runner, TorchGraph(torch_runner.device))
+
+
+class EchoRunner:
+    """A runner of driver copies only: eps = x (extra output channels 0), on the stream it is given.
+    Stands in for a TensorRT engine, which cannot run here, to capture through the driver API."""
+
+    def __init__(self, info) -> None:  # type: ignore[no-untyped-def]
+        from dig2dig.runtime.graph import CudaDriver
+
+        self.info, self.driver = info, CudaDriver(ECHO_FUNCTIONS)
+
+    def denoise_device(self, x, t, y, stream_handle) -> None:  # type: ignore[no-untyped-def]
+        n, channels, height, width = (int(v) for v in x.shape)
+        plane, stream = channels * height * width * 4, ctypes.c_void_p(stream_handle)
+        self.driver.call("cuMemsetD32Async", int(y.gpudata), 0, y.size, stream)
+        for i in range(n):
+            self.driver.call("cuMemcpyDtoDAsync_v2", int(y.gpudata) + i * y.shape[1] * height * width * 4,
+                             int(x.gpudata) + i * plane, plane, stream)
+
+
+def test_driver_graph_replay_equals_the_eager_loop(ops, torch_runner):
+    """Our kernels and a runner outside PyTorch captured through the driver API (runtime.graph.DriverGraph),
+    as a TensorRT engine would be; the shipped prior's ModelInfo gives the shapes."""
+    from dig2dig.runtime.graph import DriverGraph
+
+    graph_matches_eager(ops, EchoRunner(torch_runner.info), DriverGraph())
+    with pytest.raises(RuntimeError, match="replay before capture"):
+        DriverGraph().replay(ops.stream)
