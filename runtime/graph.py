@@ -21,6 +21,12 @@ the pool too). Each replay starts from memsets the loop queued itself (NaN/Inf r
 so it depends only on the inputs, which :meth:`GraphedLoop.run` copies into the captured buffers.
 Its ops are private because the graph holds raw addresses: no other loop may resize their
 scratch buffers or take their pooled ones.
+
+TensorRT (unverified: it cannot be run here): a captured ``execute_async_v3`` fixes the execution
+context's input shapes and addresses, and TensorRT asks for one uncaptured enqueue after input
+shapes change. The loop runs the UNet at batch 1 per step and at the DIG batch at each refresh on
+``TrtRunner``'s one context, so TensorRT may refuse the capture (``TrtRunner`` then raises
+``ModelError``, and so does this class); one execution context per batch size would be the fix.
 """
 from __future__ import annotations
 
