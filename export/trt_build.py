@@ -27,7 +27,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..runtime.backends.base import ModelInfo
 from ..runtime.backends.plan_file import PlanHeader, Profile, Shape3, describe_shape, pack
@@ -61,6 +61,28 @@ def parse_dims(text: str) -> Shape3:
         raise argparse.ArgumentTypeError(f"expected HxW,N with positive integers (e.g. 480x640,1), got {text!r}")
     height, width, n = (int(v) for v in match.groups("1"))
     return n, height, width
+
+
+def parse_batches(text: str) -> Tuple[int, ...]:
+    """``N[,N...]`` to distinct positive batch sizes in the given order; argparse type for --batches."""
+    parts = text.split(",")
+    if not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"expected positive batch sizes separated by commas (e.g. 1,5), got {text!r}")
+    batches = tuple(int(part) for part in parts)
+    if len(set(batches)) != len(batches):
+        raise argparse.ArgumentTypeError(f"batch sizes must differ, got {text!r}")
+    return batches
+
+
+def command_profiles(low: Shape3, opt: Shape3, high: Shape3, batches: Optional[Sequence[int]]) -> List[Profile]:
+    """The CLI's profiles: one over ``low..high``, or one per batch size with its HxW range and N fixed.
+
+    One profile per batch size gives each its own execution context in ``TrtRunner``, whose shape
+    then never changes in the loop (CUDA graphs need that) and whose kernels are tuned for that N.
+    """
+    if not batches:
+        return [Profile(low, opt, high)]
+    return [Profile((n,) + low[1:], (n,) + opt[1:], (n,) + high[1:]) for n in batches]
 
 
 def tensorrt_version(version: str) -> Tuple[int, int]:
@@ -284,6 +306,10 @@ def add_trt_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"input TensorRT tunes for (default {DEFAULT_OPT})")
     p.add_argument("--max", type=parse_dims, default=parse_dims(DEFAULT_MAX), metavar="HxW,N",
                    help=f"largest input; sets the engine's memory (default {DEFAULT_MAX}: N = 5 covers DIG refreshes)")
+    p.add_argument("--batches", type=parse_batches, metavar="N[,N...]",
+                   help="one profile per batch size, each with the HxW ranges of --min/--opt/--max and its own N "
+                        "(their N is then unused); 1,5 lets the two-source loop run as a CUDA graph, at the cost "
+                        "of one context's activation memory per batch size")
     p.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_MB, metavar="MB",
                    help=f"builder scratch memory limit (default {DEFAULT_WORKSPACE_MB})")
     p.add_argument("--timing-cache", metavar="F", help="TensorRT timing cache to reuse and update")
@@ -304,13 +330,13 @@ def trt_command(args: argparse.Namespace) -> int:
     if args.calib_dir and not args.int8:
         raise ModelError("--calib-dir is only used with --int8")
     try:
-        profile = Profile(args.min, args.opt, args.max)
+        profiles = command_profiles(args.min, args.opt, args.max, args.batches)
     except ValueError as exc:
         raise ModelError(f"{args.onnx}: {exc}") from exc
-    header = build_engine(args.onnx, args.output, [profile], args.workspace, timing_cache=args.timing_cache,
+    header = build_engine(args.onnx, args.output, profiles, args.workspace, timing_cache=args.timing_cache,
                           fp16=not args.fp32, calib_dir=args.calib_dir if args.int8 else None,
                           calib_cache=args.calib_cache or (args.output + ".calib" if args.int8 else None),
                           calib_batches=args.calib_batches)
     print(f"wrote {args.output} (TensorRT {header.tensorrt}, {header.precision}, {header.gpu_name}; "
-          f"profile {profile.describe()})")
+          f"profiles: {'; '.join(profile.describe() for profile in profiles)})")
     return 0

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .backends.base import Runner
-from .sampler import Settings, Trace, sample
+from .sampler import Settings, Trace, raise_if_nonfinite, sample
 
 
 class DeviceRunner(Runner):
@@ -71,7 +71,8 @@ def gpu_sample(runner: Any, sources: np.ndarray, settings: Settings, x_T: np.nda
     """``sampler.sample`` on the GPU for host ``sources`` ``(2, H, W)`` and ``x_T`` ``(C, H, W)``.
 
     ``runner`` must have ``denoise_device``; ``ops`` defaults to a new ``CudaOps`` (closed at the end).
-    Returns the final sample as ``sampler.sample`` does, on the host.
+    Returns the final sample as ``sampler.sample`` does, on the host; raises ``NumericalError`` after
+    the download when a model output held NaN/Inf (the device record is read once, with the rest).
     """
     own_ops = ops is None
     if own_ops:
@@ -89,7 +90,8 @@ def gpu_sample(runner: Any, sources: np.ndarray, settings: Settings, x_T: np.nda
         begin, end = driver.Event(), driver.Event()
         start = time.perf_counter()
         begin.record(ops.stream)
-        x = sample(device_runner, device_sources, settings, device_x, ops=ops, progress=progress, trace=trace)
+        x = sample(device_runner, device_sources, settings, device_x, ops=ops, progress=progress, trace=trace,
+                   check_finite=False)
         end.record(ops.stream)
         end.synchronize()
         seconds["loop_wall"] = time.perf_counter() - start
@@ -102,6 +104,7 @@ def gpu_sample(runner: Any, sources: np.ndarray, settings: Settings, x_T: np.nda
             refresh["weights"], refresh["gains"] = ops.to_host(refresh["weights"]), ops.to_host(refresh["gains"])
         trace.nonfinite = ops.to_host(trace.nonfinite)
         seconds["download"] = time.perf_counter() - start
+        raise_if_nonfinite(trace)
         return GpuSample(sample=result, seconds=seconds, trace=trace)
     finally:
         if own_ops:

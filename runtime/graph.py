@@ -24,9 +24,10 @@ scratch buffers or take their pooled ones.
 
 TensorRT (unverified: it cannot be run here): a captured ``execute_async_v3`` fixes the execution
 context's input shapes and addresses, and TensorRT asks for one uncaptured enqueue after input
-shapes change. The loop runs the UNet at batch 1 per step and at the DIG batch at each refresh on
-``TrtRunner``'s one context, so TensorRT may refuse the capture (``TrtRunner`` then raises
-``ModelError``, and so does this class); one execution context per batch size would be the fix.
+shapes change. The loop runs the UNet at batch 1 per step and at the DIG batch at each refresh.
+On a plan built with ``--batches 1,5`` (two sources) ``TrtRunner`` runs them on two contexts
+whose shapes never change after the warm-up run; on a plan with one profile over both batches
+the shape changes inside the capture, which TensorRT may refuse (``ModelError`` then).
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from dig2dig.kernels import NUMPY_OPS, color, dig, em, numpy_ops, rng, step
 from dig2dig.kernels import cuda
 from dig2dig.kernels.cuda_ops import BufferPool, CudaOps
 from dig2dig.runtime.backends.base import ModelInfo, Runner
+from dig2dig.runtime.errors import NumericalError
 from dig2dig.runtime.gpu import gpu_sample
 from dig2dig.runtime.sampler import Settings, Trace, initial_noise, sample
 from test_kernels_compile import fake_kernels
@@ -226,6 +227,32 @@ def test_gpu_loop_on_fake_device_equals_cpu_loop(fake_driver, channels, learn_si
     again = gpu_sample(runner, pair, settings, x_T, ops=ops)
     np.testing.assert_array_equal(again.sample, expected)
     assert ops.pool.allocations == allocations
+
+
+class NanRunner(FakeRunner):
+    """FakeRunner whose output turns NaN from timestep ``bad`` down."""
+
+    def __init__(self, bad: int) -> None:
+        super().__init__(1)
+        self.bad = bad
+
+    def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        y = super().denoise(x, t)
+        y[:, :, :2, :2] = np.where(t[:, None, None, None] <= self.bad, np.nan, y[:, :, :2, :2])
+        return y
+
+
+def test_gpu_loop_on_fake_device_reports_nan_with_its_timestep(fake_driver):
+    pair = sources()
+    settings = Settings(steps=5, dig_every=2, dig_window=5, em_window_side=0)
+    x_T = initial_noise((1,) + pair.shape[1:], settings.seed)
+    trace = Trace()
+    with pytest.raises(NumericalError) as cpu_error:
+        sample(NanRunner(500), pair, settings, x_T, trace=trace)
+    with pytest.raises(NumericalError) as gpu_error:
+        gpu_sample(NanRunner(500), pair, settings, x_T, ops=CudaOps(FakeKernels(fake_driver)))
+    assert str(gpu_error.value) == str(cpu_error.value)
+    assert f"timestep {trace.timesteps[2]}" in str(cpu_error.value) and trace.timesteps[2] <= 500 < trace.timesteps[1]
 
 
 def test_ops_match_numpy_ops_one_by_one(fake_driver):

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from dig2dig.runtime.schedule import ADM_LINEAR
-from dig2dig.export.trt_build import (add_trt_parser, check_profiles, fp32_tensors, parse_dims, strongly_typed,
-                                      tensorrt_version, trt_command)
+from dig2dig.export.trt_build import (add_trt_parser, check_profiles, command_profiles, fp32_tensors, parse_batches,
+                                      parse_dims, strongly_typed, tensorrt_version, trt_command)
 from dig2dig.runtime.backends.base import ModelInfo
 from dig2dig.runtime.backends.plan_file import (MAGIC, PlanHeader, Profile, check_device, check_tensorrt_version,
                                                 pack, read_plan, unpack)
@@ -184,6 +184,19 @@ def test_parse_dims() -> None:
             parse_dims(bad)
 
 
+def test_one_profile_per_batch_size() -> None:
+    assert parse_batches("1,5") == (1, 5) and parse_batches(" 3") == (3,)
+    for bad in ("1,1", "0,5", "1,", "a", "1;5"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_batches(bad)
+    low, opt, high = (1, 256, 256), (1, 480, 640), (5, 768, 1024)
+    assert command_profiles(low, opt, high, None) == [Profile(low, opt, high)]
+    step, dig = command_profiles(low, opt, high, (1, 5))
+    assert step == Profile((1, 256, 256), (1, 480, 640), (1, 768, 1024))
+    assert dig == Profile((5, 256, 256), (5, 480, 640), (5, 768, 1024))
+    assert step.contains(1, 480, 640) and not step.contains(5, 480, 640) and dig.contains(5, 256, 256)
+
+
 def test_tensorrt_version() -> None:
     assert tensorrt_version("8.5.2.2") == (8, 5)
     assert tensorrt_version("10.13.0.35") == (10, 13)
@@ -259,7 +272,8 @@ def test_cli_arguments() -> None:
     args = parser.parse_args(["trt", "--onnx", "m.onnx", "-o", "m.plan", "--max", "512x512,2", "--workspace", "256"])
     assert (args.onnx, args.output, args.min, args.opt, args.max) == ("m.onnx", "m.plan", (1, 256, 256),
                                                                       (1, 480, 640), (2, 512, 512))
-    assert args.workspace == 256 and args.timing_cache is None and args.func is trt_command
+    assert args.workspace == 256 and args.timing_cache is None and args.batches is None and args.func is trt_command
+    assert parser.parse_args(["trt", "--onnx", "m.onnx", "-o", "m.plan", "--batches", "1,5"]).batches == (1, 5)
     with pytest.raises(ModelError, match="--int8 needs --calib-dir"):
         trt_command(parser.parse_args(["trt", "--onnx", "m.onnx", "-o", "m.plan", "--int8"]))
     with pytest.raises(ModelError, match="min <= opt <= max"):
@@ -345,3 +359,11 @@ def test_engine_matches_onnxruntime(tmp_path: Path) -> None:
         np.testing.assert_allclose(y.get(), got, rtol=0, atol=1e-5)
         with pytest.raises(InputError, match="outside the engine's profile"):
             runner.denoise(np.zeros((1, 1, 128, 128), np.float32), t[:1])
+    # One profile and context per batch size: each keeps its shape, alternating calls agree.
+    build_engine(onnx_path, plan_path, command_profiles((1, 32, 32), (1, 64, 64), (1, 96, 128), (1, 3)), 256,
+                 timing_cache=str(tmp_path / "timing.cache"))
+    with TrtRunner(plan_path) as runner:
+        for _ in range(2):
+            np.testing.assert_allclose(runner.denoise(x, t), got, rtol=0, atol=2e-2 * np.abs(expected).max())
+            np.testing.assert_allclose(runner.denoise(x[1:2], t[1:2]), got[1:2], rtol=0,
+                                       atol=2e-2 * np.abs(expected).max())

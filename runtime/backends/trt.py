@@ -11,13 +11,16 @@ tensorrt and pycuda are imported when a runner is created, never when this modul
 from __future__ import annotations
 
 import atexit
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from ..errors import InputError, ModelError
 from .base import ModelInfo, Runner
 from .plan_file import Profile, check_device, check_tensorrt_version, read_plan
+
+if TYPE_CHECKING:
+    import tensorrt as trt
 
 NO_TENSORRT = ("the TensorRT backend needs TensorRT's Python package (JetPack ships it for the system "
                "Python; elsewhere: pip install tensorrt)")
@@ -54,7 +57,14 @@ def _check_gpu_array(name: str, array: Any, shape: Tuple[int, ...]) -> None:
 
 
 class TrtRunner(Runner):
-    """Runs a dig2dig TensorRT plan; one engine, one execution context, buffers reused across calls.
+    """Runs a dig2dig TensorRT plan; one engine, one execution context per optimisation profile,
+    buffers reused across calls.
+
+    A call runs on the context of the first profile holding its shape. A context keeps its input
+    shape until a call of another shape reaches it, so a plan with one profile per batch size
+    (``dig2dig export trt --batches 1,5``) runs the loop's step and DIG batches without ever
+    changing a shape, which is what capturing the loop in a CUDA graph needs (``runtime/graph.py``).
+    Every context holds its own activation memory (TensorRT cannot know they never run at once).
 
     ``denoise(x, t)`` takes host arrays (copies up, runs, copies down). ``denoise_device(x, t, y)``
     takes pycuda GPUArrays and only enqueues the engine on the stream: nothing leaves the GPU.
@@ -95,16 +105,12 @@ class TrtRunner(Runner):
                                  "(see its log above); rebuild it with 'dig2dig export trt'")
             self._engine = engine
             self._check_io()
-            context = engine.create_execution_context()
-            if context is None:
-                raise ModelError(f"{path}: TensorRT could not create an execution context (out of GPU memory?)")
-            self._context = context
+            self._contexts = [self._create_context(index) for index in range(len(self.profiles))]
+            self.stream.synchronize()
         except BaseException:
             self.close()
             raise
-        self._profile_index = 0
-        self._shape: Optional[Shape4] = None
-        self._out_shape: Shape4 = (0, 0, 0, 0)
+        self._shapes: Dict[int, Shape4] = {}  # the input shape each context is set to
 
     def _check_io(self) -> None:
         """Float32 inputs ``x``, ``t`` and output ``y`` (the ONNX contract), and the header's profiles."""
@@ -125,16 +131,23 @@ class TrtRunner(Runner):
             raise ModelError(f"{self.path}: engine has {engine.num_optimization_profiles} optimisation profiles, "
                              f"the plan header lists {len(self.profiles)}")
 
+    def _create_context(self, index: int) -> "trt.IExecutionContext":
+        """An execution context bound to profile ``index`` (contexts of one engine cannot share one)."""
+        context = self._engine.create_execution_context()
+        if context is None:
+            raise ModelError(f"{self.path}: TensorRT could not create an execution context (out of GPU memory?)")
+        if not context.set_optimization_profile_async(index, self.stream.handle):
+            raise ModelError(f"{self.path}: TensorRT refused optimisation profile {index}")
+        return context
+
     def output_shape(self, shape: Shape4) -> Shape4:
         """Shape of ``y`` for an input ``x`` of ``shape``."""
         return shape[0], self.info.out_channels, shape[2], shape[3]
 
-    def _prepare(self, shape: Shape4, stream_handle: int) -> Shape4:
-        """Select the profile holding ``shape`` and set the input shapes; return the output shape."""
+    def _prepare(self, shape: Shape4) -> "trt.IExecutionContext":
+        """The context of the first profile holding ``shape``, its input shapes set to it."""
         if self._closed:
             raise ModelError(f"{self.path}: the TensorRT runner is closed")
-        if shape == self._shape:
-            return self._out_shape
         n, channels, height, width = shape
         if channels != self.info.in_channels:
             raise InputError(f"{self.path}: model takes {self.info.in_channels} channel(s), got {channels}")
@@ -147,18 +160,17 @@ class TrtRunner(Runner):
             raise InputError(f"{self.path}: input {height}x{width},{n} (HxW,N) is outside the engine's "
                              f"profile ({ranges}); rebuild the plan with a larger --max "
                              "('dig2dig export trt') or use smaller images")
-        if index != self._profile_index:
-            if not self._context.set_optimization_profile_async(index, stream_handle):
-                raise ModelError(f"{self.path}: TensorRT refused optimisation profile {index}")
-            self._profile_index = index
-        if not (self._context.set_input_shape("x", shape) and self._context.set_input_shape("t", (n,))):
+        context = self._contexts[index]
+        if self._shapes.get(index) == shape:
+            return context
+        if not (context.set_input_shape("x", shape) and context.set_input_shape("t", (n,))):
             raise ModelError(f"{self.path}: TensorRT refused input shape {shape}")
-        dims = self._context.get_tensor_shape("y")
+        dims = context.get_tensor_shape("y")
         out = tuple(int(dims[i]) for i in range(len(dims)))
         if out != self.output_shape(shape):
             raise ModelError(f"{self.path}: engine output shape {out}, the metadata implies {self.output_shape(shape)}")
-        self._shape, self._out_shape = shape, self.output_shape(shape)
-        return self._out_shape
+        self._shapes[index] = shape
+        return context
 
     def _buffer(self, name: str, nbytes: int) -> Any:
         """Device buffer ``name`` of at least ``nbytes``, allocated once and grown when needed."""
@@ -171,10 +183,11 @@ class TrtRunner(Runner):
             self._buffers[name] = (buffer, nbytes)
         return buffer
 
-    def _enqueue(self, x_ptr: int, t_ptr: int, y_ptr: int, stream_handle: int) -> None:
+    def _enqueue(self, context: "trt.IExecutionContext", x_ptr: int, t_ptr: int, y_ptr: int,
+                 stream_handle: int) -> None:
         for name, pointer in (("x", x_ptr), ("t", t_ptr), ("y", y_ptr)):
-            self._context.set_tensor_address(name, pointer)
-        if not self._context.execute_async_v3(stream_handle):
+            context.set_tensor_address(name, pointer)
+        if not context.execute_async_v3(stream_handle):
             raise ModelError(f"{self.path}: TensorRT failed to run the engine (see its log above)")
 
     def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -184,14 +197,15 @@ class TrtRunner(Runner):
         if x.ndim != 4 or t.shape != (x.shape[0],):
             raise InputError(f"expected x [N, C, H, W] and t [N], got {x.shape} and {t.shape}")
         n, channels, height, width = (int(v) for v in x.shape)
-        out_shape = self._prepare((n, channels, height, width), self.stream.handle)
-        y = np.empty(out_shape, dtype=np.float32)
+        shape = (n, channels, height, width)
+        context = self._prepare(shape)
+        y = np.empty(self.output_shape(shape), dtype=np.float32)
         x_dev, t_dev, y_dev = (self._buffer(k, a.nbytes) for k, a in (("x", x), ("t", t), ("y", y)))
         # Synchronous copies run on the legacy default stream, which orders them with the
         # (blocking) pycuda stream the engine runs on.
         self._driver.memcpy_htod(x_dev, x)
         self._driver.memcpy_htod(t_dev, t)
-        self._enqueue(int(x_dev), int(t_dev), int(y_dev), self.stream.handle)
+        self._enqueue(context, int(x_dev), int(t_dev), int(y_dev), self.stream.handle)
         self.stream.synchronize()
         self._driver.memcpy_dtoh(y, y_dev)
         return y
@@ -206,11 +220,12 @@ class TrtRunner(Runner):
             raise InputError(f"x: expected [N, C, H, W], got {tuple(x.shape)}")
         n, channels, height, width = (int(v) for v in x.shape)
         handle = self.stream.handle if stream_handle is None else int(stream_handle)
-        out_shape = self._prepare((n, channels, height, width), handle)
-        _check_gpu_array("x", x, (n, channels, height, width))
+        shape = (n, channels, height, width)
+        context = self._prepare(shape)
+        _check_gpu_array("x", x, shape)
         _check_gpu_array("t", t, (n,))
-        _check_gpu_array("y", y, out_shape)
-        self._enqueue(int(x.gpudata), int(t.gpudata), int(y.gpudata), handle)
+        _check_gpu_array("y", y, self.output_shape(shape))
+        self._enqueue(context, int(x.gpudata), int(t.gpudata), int(y.gpudata), handle)
 
     def close(self) -> None:
         """Wait for queued work, free buffers, release the engine and pop the CUDA context (idempotent)."""
@@ -223,7 +238,7 @@ class TrtRunner(Runner):
         for buffer, _ in self._buffers.values():
             buffer.free()
         self._buffers.clear()
-        for name in ("_context", "_engine", "_runtime"):  # TensorRT objects, dependants first
+        for name in ("_contexts", "_engine", "_runtime"):  # TensorRT objects, dependants first
             if hasattr(self, name):
                 delattr(self, name)
         self._cuda_context.pop()
