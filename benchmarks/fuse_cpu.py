@@ -1,6 +1,6 @@
 """Fuse time of one 640x480 IVF pair on CPU: dig2dig's defaults vs DDFM's algorithm in PyTorch eager.
 
-dig2dig: ``dig2dig.runtime.bench.run_bench`` with ``Settings()`` on onnxruntime (stages: UNet,
+dig2dig: ``dig2dig.runtime.bench.run_bench`` at ivf's defaults on onnxruntime (stages: UNet,
 DIG, guidance, io, other). Baseline, in the same run: DDFM's loop (``ddfm_torch.py``: 100 DDIM
 steps, EM guidance with static weights) on the same prior's weights in PyTorch eager, timed from
 reading the pair to the uint8 image (DDFM's min-max stretch). Both use one thread per logical
@@ -22,7 +22,6 @@ import torch
 from dig2dig.export.checkpoint import load_config, load_model
 from dig2dig.runtime import api
 from dig2dig.runtime.bench import run_bench, summarize
-from dig2dig.runtime.sampler import Settings
 
 from ddfm_torch import sample as ddfm_sample
 from machine import machine_line
@@ -72,7 +71,7 @@ def main() -> None:
         parser.error("--runs and --ddfm-runs must be at least 1")
     torch.set_num_threads(os.cpu_count() or 1)
 
-    ours = run_bench(args.a, args.b, task="ivf", settings=Settings(), runs=args.runs)
+    ours = run_bench(args.a, args.b, task="ivf", settings=api.default_settings("ivf"), runs=args.runs)
     ddfm: Dict[str, float] = summarize(time_ddfm(args.a, args.b, args.ddfm_steps, args.ddfm_runs))
     total = ours["stages"]["total"]["median"]
     print(f"Fuse time on CPU, {args.a} + {args.b}")

@@ -3,15 +3,16 @@ generated block of docs/QUALITY.md.
 
 ``quality_sweep.py`` varies the knobs on 12 pairs around the starting point that chose the defaults;
 this runs every pair of ``--data`` (long side ``--max-side`` px) around the defaults themselves
-(``Settings()``, each task's tau): DIG vs static guidance and the classical anchors, steps (10, 25,
-and ``--more-steps``, e.g. 50,100), the refresh interval S in {1, 2, 5, 10}, the window in {9, 21,
-41}, one tau for every task in {0.25, 0.5, 1, 2} against the per-task taus, Dig2DIG's softmax as written
-(absolute temperature 1), the E-step window in {1 (DDFM), 3, 5, 9, 13} for DIG and {1, 5, 9} for static, the
-E-step power in {1 (DDFM), 0.5, 0} for DIG and {1, 0.5} for static (and at 0.5 each tau of the tau
-table), and the DIG gain smoothing: a box of
-window w applied n times (``DIG_SMOOTHING``). ``--held-only`` writes the tables from what the folders hold.
-One resumable sub-folder of ``--out`` per setting, as ``dig2dig eval``
-writes it. ``--tables`` picks the tables whose missing fusions are computed now (a long job can be
+(``Settings()``, each task's tau and DIG window): DIG vs static guidance and the classical anchors,
+steps (10, 25, and ``--more-steps``, e.g. 50,100), the refresh interval S in {1, 2, 5, 10}, one DIG
+window for every task in {9, 21, 41, 61} and one tau in {0.25, 0.5, 1, 2} against the per-task ones,
+Dig2DIG's softmax as written (absolute temperature 1), the E-step window in {1 (DDFM), 3, 5, 9, 13}
+for DIG and {1, 5, 9} for static, the E-step power in {1 (DDFM), 0.5, 0} for DIG and {1, 0.5} for
+static (and at 0.5 each tau of the tau table), and the DIG gain smoothing: a box of window w applied
+n times (``DIG_SMOOTHING``). A change of a default starts new folders; fusions that it leaves the
+same are adopted from the folders that hold them (``evaluation.adopt_rows``). ``--held-only`` writes
+the tables from what the folders hold. One resumable sub-folder of ``--out`` per setting, as
+``dig2dig eval`` writes it. ``--tables`` picks the tables whose missing fusions are computed now (a long job can be
 spread over several runs); the other tables show what their folders already hold, with the number
 of pairs in each row. Each folder's ``per_pair.csv``, ``summary.csv`` and ``run.json`` are copied to
 ``docs/quality_all/``, and the defaults' ``report.md`` with its picture strips; the quality-time plot
@@ -41,7 +42,7 @@ BEGIN, END = "<!-- quality-all:begin -->", "<!-- quality-all:end -->"
 MAX_SIDE = 256
 STEPS = (10, 25)
 DIG_EVERY = (1, 2, 5, 10)
-DIG_WINDOW = (9, 21, 41)
+DIG_WINDOW = (9, 21, 41, 61)
 FIXED_TAU = (0.25, 0.5, 1.0, 2.0)
 EM_WINDOW = (1, 3, 5, 9, 13)
 EM_WINDOW_STATIC = (1, 5, 9)
@@ -50,6 +51,9 @@ EM_POWER_STATIC = (1.0, 0.5)
 POWER_TAU_AT = 0.5  # the power whose tau is varied over FIXED_TAU: tau and the power both set how sharp F's weights are
 # (window, passes); the first three have about the same variance, passes * (window**2 - 1) / 12
 DIG_SMOOTHING = ((41, 1), (29, 2), (23, 3), (41, 3), (61, 1), (61, 3))
+# the fields of api.TASK_FIELDS at each task's default unless a table varies them; steps is one for all tasks
+PER_TASK = ("dig_tau", "dig_window")
+PER_TASK_BUT = {field: tuple(f for f in PER_TASK if f != field) for field in PER_TASK}
 LABELS = {"dig": "DIG", "static": "static (DDFM)", "average": "average (classical)",
           "laplacian": "Laplacian pyramid (classical)"}
 TABLES = ("defaults", "steps", "every", "window", "tau", "norm", "em", "power", "smooth")
@@ -61,8 +65,8 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
     base = Settings()
     runs: Dict[str, Run] = {}
 
-    def add(settings: Settings, method: str, task_tau: bool = True) -> str:
-        return add_run(runs, settings, method, task_tau)
+    def add(settings: Settings, method: str, per_task: Sequence[str] = PER_TASK) -> str:
+        return add_run(runs, settings, method, per_task)
 
     tables = {"defaults": Table(f"At the defaults, but {base.steps} steps for every task: DIG, static guidance "
                                 "(DDFM) and the classical anchors",
@@ -73,20 +77,22 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
         rows += [(f"DIG, {steps} steps", add(settings, "dig"), "dig"),
                  (f"static (DDFM), {steps} steps", add(settings, "static"), "static")]
     tables["steps"] = Table("DIG vs static guidance over the number of steps", rows)
-    for key, title, field, values in (("every", "DIG refresh interval S", "dig_every", DIG_EVERY),
-                                      ("window", "DIG smoothing window (px)", "dig_window", DIG_WINDOW)):
-        default = getattr(base, field)
-        tables[key] = Table(f"{title}, DIG at {base.steps} steps", [
-            (f"{field} = {value}" + (" (default)" if value == default else ""),
-             add(replace(base, **{field: value}), "dig"), "dig") for value in values])
+    tables["every"] = Table(f"DIG refresh interval S, DIG at {base.steps} steps", [
+        (f"dig_every = {every}" + (" (default)" if every == base.dig_every else ""),
+         add(replace(base, dig_every=every), "dig"), "dig") for every in DIG_EVERY])
+    rows = [(f"per task, {api.task_default_text('dig_window')} (default)", add(base, "dig"), "dig")]
+    rows += [(f"dig_window = {window} for every task",
+              add(replace(base, dig_window=window), "dig", PER_TASK_BUT["dig_window"]), "dig") for window in DIG_WINDOW]
+    tables["window"] = Table(f"DIG smoothing window (px, each of {base.dig_passes} passes), DIG at {base.steps} steps",
+                             rows)
     rows = [(f"per task, {api.task_default_text('dig_tau')} (default)", add(base, "dig"), "dig")]
-    rows += [(f"tau = {tau:g} for every task", add(replace(base, dig_tau=tau), "dig", task_tau=False), "dig")
+    rows += [(f"tau = {tau:g} for every task", add(replace(base, dig_tau=tau), "dig", PER_TASK_BUT["dig_tau"]), "dig")
              for tau in FIXED_TAU]
     tables["tau"] = Table(f"DIG temperature tau (relative to the gains' RMS spread), DIG at {base.steps} steps", rows)
     tables["norm"] = Table(f"DIG normalisation of the gains, DIG at {base.steps} steps", [
         ("relative to the RMS spread, tau per task (default)", add(base, "dig"), "dig"),
         ("absolute, tau = 1 (Dig2DIG's softmax as written)",
-         add(replace(base, dig_norm="absolute", dig_tau=1.0), "dig", task_tau=False), "dig")])
+         add(replace(base, dig_norm="absolute", dig_tau=1.0), "dig", PER_TASK_BUT["dig_tau"]), "dig")])
     rows = [(f"{LABELS[method]}, em_window = {window}" + (" (DDFM's E-step)" if window == 1 else "")
              + (" (default)" if window == base.em_window else ""),
              add(replace(base, em_window=window), method), method)
@@ -97,15 +103,16 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
              add(replace(base, em_power=power), method), method)
             for method, powers in (("dig", EM_POWER), ("static", EM_POWER_STATIC)) for power in powers]
     rows += [(f"DIG, em_power = {POWER_TAU_AT:g}, tau = {tau:g} for every task",
-              add(replace(base, em_power=POWER_TAU_AT, dig_tau=tau), "dig", task_tau=False), "dig")
+              add(replace(base, em_power=POWER_TAU_AT, dig_tau=tau), "dig", PER_TASK_BUT["dig_tau"]), "dig")
              for tau in FIXED_TAU]
     tables["power"] = Table(f"E-step power (DDFM's E-step weights raised to it after the window; ours), "
                             f"{base.steps} steps", rows)
-    default = (base.dig_window, base.dig_passes)
-    tables["smooth"] = Table(f"DIG gain smoothing: a box of window w applied n times, DIG at {base.steps} steps", [
-        (f"w = {window}, n = {passes}" + (" (default)" if (window, passes) == default else "")
-         + f", std {((passes * (window * window - 1) / 12) ** 0.5):.1f} px",
-         add(replace(base, dig_window=window, dig_passes=passes), "dig"), "dig") for window, passes in DIG_SMOOTHING])
+    rows = [(f"w per task ({api.task_default_text('dig_window')}), n = {base.dig_passes} (default)", add(base, "dig"),
+             "dig")]
+    rows += [(f"w = {window}, n = {passes} for every task, std {((passes * (window * window - 1) / 12) ** 0.5):.1f} px",
+              add(replace(base, dig_window=window, dig_passes=passes), "dig", PER_TASK_BUT["dig_window"]), "dig")
+             for window, passes in DIG_SMOOTHING]
+    tables["smooth"] = Table(f"DIG gain smoothing: a box of window w applied n times, DIG at {base.steps} steps", rows)
     return runs, tables
 
 
@@ -139,7 +146,8 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], max_side: int, docs: 
             f"Model: the bundled prior ({bundled_prior()}).", "",
             f"Unless a table varies it, the defaults of `dig2dig fuse`, but {base.steps} steps for every task "
             f"(the defaults: {api.task_default_text('steps')}, from the steps table): DIG refresh every "
-            f"{base.dig_every} steps, window {base.dig_window} x {base.dig_passes} passes, E-step window "
+            f"{base.dig_every} steps, window per task ({api.task_default_text('dig_window')}) x {base.dig_passes} "
+            f"passes, E-step window "
             f"{base.em_window} (given at a {base.em_window_side}-px long side, every pair's here), E-step power "
             f"{base.em_power:g}, tau per task ({api.task_default_text('dig_tau')}), lamb {base.lamb:g}, "
             f"rho {base.rho:g}, seed {base.seed}. Each cell is the mean over the task's pairs; "

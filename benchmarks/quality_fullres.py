@@ -8,8 +8,9 @@ at a long side of at most ``--max-side`` px (default 640, a VGA thermal camera; 
 their 256 px). The first table asked whether the windows should scale, at the E-step window of the
 time (``WINDOWS_EM``, 5 px at 256): scaled to each pair's long side (``Settings.em_window_side``),
 and fixed in pixels: that window, wider DIG windows towards the 640/256 = 2.5 ratio, the E-step
-window times 2.5, and both times 2.5; against the defaults (9 px at 256, scaled), static guidance
-and the classical anchors. A second table varies, around the defaults, what else was chosen at
+window times 2.5, and both times 2.5; against the defaults (9 px at 256, scaled; the DIG window per
+task), static guidance and the classical anchors; its other rows keep the one DIG window of the time
+(``Settings.dig_window``, 41 px). A second table varies, around the defaults, what else was chosen at
 256 px: one tau for every task against the per-task taus, and 25 steps (mef's default) for every
 task. One resumable sub-folder of ``--out`` per
 setting, as ``dig2dig eval`` writes it; their ``per_pair.csv``, ``summary.csv`` and ``run.json`` are
@@ -29,7 +30,7 @@ from dig2dig.runtime import api
 from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.sampler import Settings, scaled_window
 from machine import bundled_prior, machine_line
-from quality_all import LABELS, copy_results
+from quality_all import LABELS, PER_TASK, PER_TASK_BUT, copy_results
 from quality_sweep import (Run, Table, add_run, folder_name, format_tables, fuse_all, quality_parser, select_pairs,
                            update_doc)
 
@@ -53,29 +54,33 @@ def plan() -> Tuple[Dict[str, Run], List[Table]]:
     pixels = replace(earlier, em_window_side=0)
     runs: Dict[str, Run] = {}
 
-    def add(settings: Settings, method: str, task_tau: bool = True) -> str:
-        return add_run(runs, settings, method, task_tau)
+    def add(settings: Settings, method: str, per_task: Sequence[str] = PER_TASK) -> str:
+        return add_run(runs, settings, method, per_task)
+
+    def asked(settings: Settings, method: str) -> str:  # the windows table's question, at one DIG window
+        return add(settings, method, PER_TASK_BUT["dig_window"])
 
     dig = f"DIG, window {base.dig_window} x {base.dig_passes}"
+    defaults = f"DIG, window per task ({api.task_default_text('dig_window')}) x {base.dig_passes}"
     scaled = f"at {base.em_window_side} px, scaled to each pair's"
-    rows = [(f"{dig}, E-step window {WINDOWS_EM} {scaled}", add(earlier, "dig"), "dig"),
-            (f"{dig}, E-step window {WINDOWS_EM}, in pixels", add(pixels, "dig"), "dig")]
+    rows = [(f"{dig}, E-step window {WINDOWS_EM} {scaled}", asked(earlier, "dig"), "dig"),
+            (f"{dig}, E-step window {WINDOWS_EM}, in pixels", asked(pixels, "dig"), "dig")]
     rows += [(f"DIG, window {window} x {base.dig_passes}, E-step window {WINDOWS_EM}, in pixels",
-              add(replace(pixels, dig_window=window), "dig"), "dig") for window in DIG_WINDOW]
-    rows.append((f"{dig}, E-step window {base.em_window} {scaled} (defaults)", add(base, "dig"), "dig"))
-    rows.append((f"{dig}, E-step window {SCALED[1]}, in pixels", add(replace(pixels, em_window=SCALED[1]), "dig"),
+              asked(replace(pixels, dig_window=window), "dig"), "dig") for window in DIG_WINDOW]
+    rows.append((f"{defaults}, E-step window {base.em_window} {scaled} (defaults)", add(base, "dig"), "dig"))
+    rows.append((f"{dig}, E-step window {SCALED[1]}, in pixels", asked(replace(pixels, em_window=SCALED[1]), "dig"),
                  "dig"))
     rows.append((f"DIG, window {SCALED[0]} x {base.dig_passes}, E-step window {SCALED[1]}, in pixels",
-                 add(replace(pixels, dig_window=SCALED[0], em_window=SCALED[1]), "dig"), "dig"))
-    rows += [(f"{LABELS['static']}, E-step window {WINDOWS_EM} {scaled}", add(earlier, "static"), "static"),
-             (f"{LABELS['static']}, E-step window {WINDOWS_EM} px", add(pixels, "static"), "static")]
+                 asked(replace(pixels, dig_window=SCALED[0], em_window=SCALED[1]), "dig"), "dig"))
+    rows += [(f"{LABELS['static']}, E-step window {WINDOWS_EM} {scaled}", asked(earlier, "static"), "static"),
+             (f"{LABELS['static']}, E-step window {WINDOWS_EM} px", asked(pixels, "static"), "static")]
     anchors = [(LABELS[method], add(base, method), method) for method in evaluation.CLASSICAL_METHODS]
     rows += anchors
     windows = Table(f"The DIG and E-step windows at full resolution (asked at E-step window {WINDOWS_EM}), "
                     f"{base.steps} steps", rows)
     rows = [(f"DIG, tau per task, {api.task_default_text('dig_tau')} (defaults)", add(base, "dig"), "dig")]
-    rows += [(f"DIG, tau = {tau:g} for every task", add(replace(base, dig_tau=tau), "dig", task_tau=False), "dig")
-             for tau in FIXED_TAU]
+    rows += [(f"DIG, tau = {tau:g} for every task", add(replace(base, dig_tau=tau), "dig", PER_TASK_BUT["dig_tau"]),
+              "dig") for tau in FIXED_TAU]
     rows += [(f"DIG, {MORE_STEPS} steps", add(replace(base, steps=MORE_STEPS), "dig"), "dig"),
              (f"{LABELS['static']}, {base.steps} steps (defaults)", add(base, "static"), "static"),
              (f"{LABELS['static']}, {MORE_STEPS} steps", add(replace(base, steps=MORE_STEPS), "static"), "static")]
@@ -97,7 +102,8 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], per_task: int, max_si
             f"{max_side} px; smaller ones are fused as they are. Model: the bundled prior ({bundled_prior()}).", "",
             f"Unless a row says otherwise, the defaults of `dig2dig fuse` (chosen at a 256-px long side), but "
             f"{base.steps} steps for every task (the defaults: {api.task_default_text('steps')}), DIG refresh "
-            f"every {base.dig_every} steps, window {base.dig_window} x {base.dig_passes} passes, E-step window "
+            f"every {base.dig_every} steps, window per task ({api.task_default_text('dig_window')}) x "
+            f"{base.dig_passes} passes, E-step window "
             f"{base.em_window} at a {base.em_window_side}-px long side "
             f"(scaled to each pair's), tau per task ({api.task_default_text('dig_tau')}). "
             "Each cell is the mean over the task's pairs; seconds: wall time of one fusion on this machine.", ""]
@@ -118,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results = fuse_all(runner, runs, pairs, out, args.max_side, None, args.estimate_only)
     if results is None:
         return 0
-    copy_results(out, list(runs), Path(args.docs_results), folder_name(Settings(), task_tau=True))
+    copy_results(out, list(runs), Path(args.docs_results), folder_name(Settings(), PER_TASK))
     command = f"--data {args.data}" + (
         f" --pairs-per-task {args.pairs_per_task}" if args.pairs_per_task != PAIRS_PER_TASK else "") + (
         f" --max-side {args.max_side}" if args.max_side != MAX_SIDE else "")

@@ -67,7 +67,7 @@ class Run:
 
     settings: Settings
     methods: List[str]
-    task_tau: bool = False
+    per_task: Tuple[str, ...] = ()  # fields of api.TASK_FIELDS set to each task's default
 
 
 @dataclass
@@ -78,26 +78,30 @@ class Table:
     rows: List[Tuple[str, str, str]]
 
 
-def folder_name(settings: Settings, task_tau: bool = False) -> str:
-    """``steps10_every2_window9_tau2``: ``tau-ivf1-mif0.5-mef2-mff0.5`` with each task's tau (the current
+def folder_name(settings: Settings, per_task: Sequence[str] = ()) -> str:
+    """``steps10_every2_window9_tau2``: ``tau-ivf1-mif0.5-mef2-mff0.5`` with each task's tau and
+    ``window-ivf61-mif41-mef61-mff41`` with each task's window where ``per_task`` names them (the current
     ``api.TASK_DEFAULTS``, so a change of those defaults starts new folders and keeps the old ones),
     ``_absolute`` for the absolute temperature, ``_emN`` for an E-step window N > 1, ``xN`` after the
     window for N > 1 DIG window passes, ``_px`` for an E-step window in pixels (``em_window_side`` 0),
     ``_sideN`` for one given at another long side than 256 px and ``_powG`` for an E-step power G < 1."""
-    tau = "".join(f"-{task}{value['dig_tau']:g}" for task, value in api.TASK_DEFAULTS.items()) if task_tau \
-        else f"{settings.dig_tau:g}"
+    def value(field: str) -> str:
+        if field in per_task:
+            return "".join(f"-{task}{defaults[field]:g}" for task, defaults in api.TASK_DEFAULTS.items())
+        return f"{getattr(settings, field):g}"
+
     passes = f"x{settings.dig_passes}" if settings.dig_passes > 1 else ""
-    name = f"steps{settings.steps}_every{settings.dig_every}_window{settings.dig_window}{passes}_tau{tau}"
+    name = f"steps{settings.steps}_every{settings.dig_every}_window{value('dig_window')}{passes}_tau{value('dig_tau')}"
     side = {256: "", 0: "_px"}.get(settings.em_window_side, f"_side{settings.em_window_side}")
     return (name + ("_absolute" if settings.dig_norm == "absolute" else "")
             + (f"_em{settings.em_window}" if settings.em_window > 1 else "") + side
             + (f"_pow{settings.em_power:g}" if settings.em_power != 1 else ""))
 
 
-def add_run(runs: Dict[str, Run], settings: Settings, method: str, task_tau: bool = False) -> str:
+def add_run(runs: Dict[str, Run], settings: Settings, method: str, per_task: Sequence[str] = ()) -> str:
     """Register ``method`` at ``settings`` in ``runs`` (one folder per distinct setting); its folder name."""
-    name = folder_name(settings, task_tau)
-    run = runs.setdefault(name, Run(settings, [], task_tau))
+    name = folder_name(settings, per_task)
+    run = runs.setdefault(name, Run(settings, [], tuple(per_task)))
     if method not in run.methods:
         run.methods.append(method)
     return name
@@ -230,7 +234,7 @@ def summaries(runner: Runner, runs: Dict[str, Run], pairs: Sequence[evaluation.P
     for i, (name, run) in enumerate(runs.items(), 1):
         print(f"[{i}/{len(runs)}] {name}: {', '.join(run.methods)}", flush=True)
         rows = evaluation.evaluate(pairs, out / name, run.methods, run.settings, max_side, runner=runner,
-                                   model=model, sources_dir=sources, per_task=("dig_tau",) if run.task_tau else ())
+                                   model=model, sources_dir=sources, per_task=run.per_task)
         table.update({(name, r["task"], r["method"]): r for r in rows if r["dataset"] == evaluation.ALL_DATASETS})
     return table
 
@@ -248,11 +252,17 @@ def quality_parser(description: str, out: str) -> argparse.ArgumentParser:
 
 def fuse_all(runner: Runner, runs: Dict[str, Run], pairs: Sequence[evaluation.Pair], out: Path, max_side: int,
              model: Optional[str], estimate_only: bool) -> Optional[Dict[Tuple[str, str, str], Dict[str, str]]]:
-    """Print the estimated time of the fusions ``runs`` still lack in ``out`` (downscaled sources shared in
-    ``out/sources``); then, unless ``estimate_only`` (None), run them all (``summaries``) and print the time."""
+    """Adopt the rows other folders of ``out`` hold for the same fusions (``evaluation.adopt_rows``), print the
+    estimated time of the fusions ``runs`` still lack (downscaled sources shared in ``out/sources``); then,
+    unless ``estimate_only`` (None), run them all (``summaries``) and print the time."""
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     sources = out / "sources"
+    folders = sorted(path for path in out.iterdir() if path.is_dir())
+    adopted = sum(evaluation.adopt_rows(pairs, out / name, run.methods, run.settings, max_side, model, run.per_task,
+                                        folders) for name, run in runs.items())
+    if adopted:
+        print(f"{adopted} fusions adopted from folders that hold them under other settings' names", flush=True)
     seconds, count = estimate(runner, runs, pairs, out, sources, max_side)
     print(f"{len(pairs)} pairs x {len(runs)} settings: {count} fusions to do, estimated {seconds / 60:.1f} min "
           f"on this machine ({os.cpu_count()} cores)", flush=True)

@@ -44,6 +44,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         from ..calibration.steps import load_schedule
 
         chosen["timesteps"] = load_schedule(args.schedule)
+    if args.dig_window is not None:
+        chosen["dig_window"] = args.dig_window
     if args.dig_tau is not None:
         chosen["dig_tau"] = args.dig_tau
     elif args.dig_norm == "absolute":

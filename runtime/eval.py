@@ -236,12 +236,7 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str] = DIFF
                      for task in api.TASKS}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_run(out, {"settings": {k: v for k, v in asdict(settings).items()
-                                  if k != "guidance" and k not in per_task
-                                  and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])},
-                     **{k: f"per task ({api.task_default_text(k)})" for k in per_task},
-                     "max_side": max_side, "model": str(model) if model else "bundled prior",
-                     "model_sha256": _model_sha256(model)})
+    _check_run(out, _run_record(settings, per_task, max_side, model))
     folder = Path(sources_dir) if sources_dir else out / "sources"
     folder = folder / f"max{max_side}"
     rows = read_rows(out / PER_PAIR)
@@ -304,6 +299,69 @@ def _write_weights(path: Path, refresh: Dict[str, Any], task: str, shape: Tuple[
 def _model_sha256(model: Optional[PathLike]) -> str:
     """The model file's SHA-256 (the bundled prior's when ``model`` is None): a retrained prior is another run."""
     return sha256(Path(model) if model else api.default_model())
+
+
+def _run_record(settings: Settings, per_task: Sequence[str], max_side: Optional[int],
+                model: Optional[PathLike]) -> Dict[str, Any]:
+    """What ``run.json`` holds: the settings but ``guidance``, each ``per_task`` field as its task values."""
+    return {"settings": {k: v for k, v in asdict(settings).items()
+                         if k != "guidance" and k not in per_task
+                         and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])},
+            **{k: f"per task ({api.task_default_text(k)})" for k in per_task},
+            "max_side": max_side, "model": str(model) if model else "bundled prior",
+            "model_sha256": _model_sha256(model)}
+
+
+def _fingerprint(record: Dict[str, Any], task: str, method: str) -> str:
+    """The inputs a ``method`` fusion of a ``task`` pair depends on, from a ``run.json`` record: all settings
+    for DIG, all but the DIG fields for static guidance (it never computes the gains), none for the
+    classical methods; the resolution and the model for every method."""
+    settings: Dict[str, Any] = {**LATER_SETTINGS, **record["settings"]}
+    for field in api.TASK_FIELDS:
+        if field in record:  # "per task (ivf 0.667, mif 0.25, mef 2, mff 0.5)"
+            values = dict(item.split(" ") for item in record[field][len("per task ("):-1].split(", "))
+            settings[field] = float(values[task])
+    if method in CLASSICAL_METHODS:
+        settings = {}
+    elif method == "static":
+        settings = {k: v for k, v in settings.items() if not k.startswith("dig_")}
+    numbers = {k: float(v) if isinstance(v, (int, float)) else v for k, v in settings.items()}
+    return json.dumps([method, numbers, record["max_side"], record["model_sha256"]], sort_keys=True)
+
+
+def adopt_rows(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str], settings: Settings,
+               max_side: Optional[int], model: Optional[PathLike], per_task: Sequence[str],
+               folders: Sequence[PathLike], strips_per_task: int = 1) -> int:
+    """Copy into ``out`` the rows other eval ``folders`` hold for the same fusion (equal ``_fingerprint``:
+    the same settings for that pair's task and method, resolution and model); returns how many.
+
+    The fusions are deterministic (fixed seed), so a row computed under another folder's name is the one
+    ``evaluate`` would compute; a change of one task's default then recomputes only what it changes.
+    The first ``strips_per_task`` pairs of each task are left to ``evaluate``, so the strips have images.
+    """
+    out = Path(out)
+    record = _run_record(settings, per_task, max_side, model)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_run(out, record)
+    rows = read_rows(out / PER_PAIR)
+    done = {_row_key(row) for row in rows}
+    shown = {pair.key for task in api.TASKS for pair in [p for p in pairs if p.task == task][:strips_per_task]}
+    wanted = {(pair.task, pair.dataset, pair.name, method): _fingerprint(record, pair.task, method)
+              for pair in pairs if pair.key not in shown for method in methods}
+    wanted = {key: value for key, value in wanted.items() if key not in done}
+    adopted = []
+    for folder in map(Path, folders):
+        if not wanted or folder.resolve() == out.resolve() or not (folder / RUN).is_file():
+            continue
+        other = json.loads((folder / RUN).read_text(encoding="utf-8"))
+        for row in read_rows(folder / PER_PAIR):
+            key = _row_key(row)
+            if key in wanted and not row.get("error") and wanted[key] == _fingerprint(other, row["task"], key[3]):
+                adopted.append(row)
+                del wanted[key]
+    if adopted:
+        io.write_text(out / PER_PAIR, format_csv(rows + adopted, PAIR_COLUMNS))
+    return len(adopted)
 
 
 def _check_run(out: Path, record: Dict[str, Any]) -> None:
@@ -442,7 +500,7 @@ def format_report(summary: Sequence[Row], rows: Sequence[Row], pairs: Sequence[P
                 "Sources at their native resolution."),
              "",
              f"Diffusion settings: steps {value['steps']}; DIG refresh every {settings.dig_every} steps, "
-             f"window {settings.dig_window}" + (f" x {settings.dig_passes} passes" if settings.dig_passes > 1 else "")
+             f"window {value['dig_window']}" + (f" x {settings.dig_passes} passes" if settings.dig_passes > 1 else "")
              + f", tau {value['dig_tau']}; E-step window {settings.em_window}"
              + (f" at a {settings.em_window_side}-px long side, scaled to each pair's"
                 if settings.em_window_side else " px")
@@ -507,11 +565,13 @@ def run_command(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise InputError(f"{name} must be at least 1, got {value}")
     per_task = [field for field, given in (("dig_tau", args.dig_tau is not None or args.dig_norm == "absolute"),
-                                           ("steps", args.steps is not None)) if not given]
+                                           ("steps", args.steps is not None),
+                                           ("dig_window", args.dig_window is not None)) if not given]
     tau = args.dig_tau if args.dig_tau is not None else api.PAPER_DIG_TAU if args.dig_norm == "absolute" \
         else Settings().dig_tau
     try:
         settings = Settings(steps=Settings().steps if args.steps is None else args.steps, dig_tau=tau,
+                            dig_window=Settings().dig_window if args.dig_window is None else args.dig_window,
                             **dig_option_values(args))
     except ValueError as exc:
         raise InputError(str(exc)) from exc

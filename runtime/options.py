@@ -8,8 +8,9 @@ from typing import Any, Dict
 from .api import task_default_text
 from .sampler import Settings
 
-# Settings fields set one to one by an option of the same name (--dig-tau has per-task defaults).
-FIELDS = ("dig_every", "dig_window", "dig_passes", "dig_norm", "em_window", "em_window_side", "em_power")
+# Settings fields set one to one by an option of the same name (--dig-tau and --dig-window have per-task
+# defaults: None unless given).
+FIELDS = ("dig_every", "dig_passes", "dig_norm", "em_window", "em_window_side", "em_power")
 
 
 def add_dig_options(p: argparse.ArgumentParser) -> None:
@@ -17,8 +18,9 @@ def add_dig_options(p: argparse.ArgumentParser) -> None:
     ``--em-window-side``, ``--em-power``."""
     defaults = Settings()
     p.add_argument("--dig-every", type=int, default=defaults.dig_every, help="refresh DIG every S steps")
-    p.add_argument("--dig-window", type=int, default=defaults.dig_window,
-                   help="odd window (px) of each box pass over the gains")
+    p.add_argument("--dig-window", type=int,
+                   help=f"odd window (px) of each box pass over the gains (default per task: "
+                        f"{task_default_text('dig_window')})")
     p.add_argument("--dig-passes", type=int, default=defaults.dig_passes,
                    help="box means of --dig-window applied in turn: 1 a box, 2 a tent, 3 close to a Gaussian")
     p.add_argument("--dig-tau", type=float,

@@ -37,15 +37,15 @@ NOISE_STREAM_DIG = 1
 
 @dataclass
 class Settings:
-    """Sampler settings; the defaults are the ones chosen in docs/QUALITY.md. Each task's ``dig_tau`` and
-    ``steps`` are ``api.TASK_DEFAULTS`` (``api.default_settings(task)``)."""
+    """Sampler settings; the defaults are the ones chosen in docs/QUALITY.md. Each task's ``dig_tau``,
+    ``steps`` and ``dig_window`` are ``api.TASK_DEFAULTS`` (``api.default_settings(task)``)."""
 
     steps: int = 10
     timesteps: Optional[Tuple[int, ...]] = None  # explicit descending schedule (overrides steps), e.g. calibrated
     guidance: str = "dig"
     dig_every: int = 2
     dig_window: int = 41
-    dig_passes: int = 3  # box means of dig_window in turn: 3 is near a Gaussian, std 20 px (docs/QUALITY.md)
+    dig_passes: int = 3  # box means of dig_window in turn: 3 is near a Gaussian, std 20 px at 41 (docs/QUALITY.md)
     dig_tau: float = 1.0
     dig_norm: str = "spread"  # "spread": temperature dig_tau x RMS gain spread; "absolute": dig_tau itself
     em_window: int = 9  # E-step weights: geometric mean over em_window x em_window; 1 = DDFM (docs/QUALITY.md)

@@ -49,16 +49,18 @@ def test_fuse_writes_outputs(pair: Tuple[str, str], tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("task", list(api.TASKS))
 def test_task_defaults_unless_given(task: str) -> None:
-    """Without --steps or --dig-tau a task runs its TASK_DEFAULTS (ivf tau 0.667, mif 0.25); given, they win."""
+    """Without --steps, --dig-tau or --dig-window a task runs its TASK_DEFAULTS (ivf tau 0.667 and window 61, mif
+    0.25 and 41); given, they win."""
     def settings(*extra: str) -> "cli.Settings":
         return cli._settings(cli.build_parser().parse_args(["fuse", "a.png", "b.png", "-o", "f.png", "--task", task,
                                                             *extra]))
 
     chosen = settings()
-    assert (chosen.steps, chosen.dig_tau) == (api.TASK_DEFAULTS[task]["steps"], api.TASK_DEFAULTS[task]["dig_tau"])
+    assert {field: getattr(chosen, field) for field in api.TASK_FIELDS} == api.TASK_DEFAULTS[task]
     assert api.TASK_DEFAULTS["ivf"]["dig_tau"] == 0.667 and api.TASK_DEFAULTS["mif"]["dig_tau"] == 0.25
-    given = settings("--steps", "7", "--dig-tau", "3")
-    assert (given.steps, given.dig_tau) == (7, 3.0)
+    assert api.TASK_DEFAULTS["ivf"]["dig_window"] == 61 and api.TASK_DEFAULTS["mif"]["dig_window"] == 41
+    given = settings("--steps", "7", "--dig-tau", "3", "--dig-window", "9")
+    assert (given.steps, given.dig_tau, given.dig_window) == (7, 3.0, 9)
 
 
 def test_bench_reports_each_stage(pair: Tuple[str, str], capsys: pytest.CaptureFixture) -> None:

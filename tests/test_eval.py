@@ -159,24 +159,54 @@ def test_eval_dig_norm_absolute_runs_the_plain_softmax(data: Path, tmp_path: Pat
 
 def test_per_task_defaults_are_used_and_recorded_by_value(data: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without --steps/--dig-tau each pair runs its task's defaults; a folder made with them refuses to resume
-    once those defaults change."""
-    monkeypatch.setitem(api.TASK_DEFAULTS, "ivf", {"dig_tau": 0.5, "steps": 2})
-    monkeypatch.setitem(api.TASK_DEFAULTS, "mif", {"dig_tau": 0.25, "steps": 3})
+    """Without --steps/--dig-tau/--dig-window each pair runs its task's defaults; a folder made with them
+    refuses to resume once those defaults change."""
+    monkeypatch.setitem(api.TASK_DEFAULTS, "ivf", {"dig_tau": 0.5, "steps": 2, "dig_window": 9})
+    monkeypatch.setitem(api.TASK_DEFAULTS, "mif", {"dig_tau": 0.25, "steps": 3, "dig_window": 5})
     out = tmp_path / "out"
     assert main(["eval", "--data", str(data), "--methods", "dig", "--max-side", "64", "-o", str(out), "-q"]) == 0
     record = json.loads((out / "run.json").read_text())
     assert record["steps"] == f"per task ({api.task_default_text('steps')})" and "ivf 2, mif 3" in record["steps"]
     assert record["dig_tau"] == f"per task ({api.task_default_text('dig_tau')})"
-    assert "steps" not in record["settings"] and "dig_tau" not in record["settings"]
+    assert record["dig_window"] == "per task (ivf 9, mif 5, mef 61, mff 41)"
+    assert not {"steps", "dig_tau", "dig_window"} & set(record["settings"])
     assert {row["task"]: row["steps"] for row in read_csv(out / "per_pair.csv")} == {"ivf": "2", "mif": "3"}
     assert "steps per task (ivf 2, mif 3" in (out / "report.md").read_text()
-    monkeypatch.setitem(api.TASK_DEFAULTS, "mif", {"dig_tau": 9.0, "steps": 3})
+    monkeypatch.setitem(api.TASK_DEFAULTS, "mif", {"dig_tau": 9.0, "steps": 3, "dig_window": 5})
     with pytest.raises(InputError, match="other settings"):
         evaluation.evaluate(evaluation.find_pairs(data), out, ["dig"], Settings(), max_side=64, quiet=True,
-                            per_task=("dig_tau", "steps"))
+                            per_task=("dig_tau", "steps", "dig_window"))
     with pytest.raises(InputError, match="per-task fields"):
         evaluation.evaluate(evaluation.find_pairs(data), out, ["dig"], Settings(), per_task=("lamb",))
+
+
+def test_adopted_rows_are_the_rows_a_fusion_computes(data: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """After one task's default window changes, a new folder adopts from the old one exactly the fusions the
+    change leaves the same (that task's static and classical rows, the other task's DIG rows, never the
+    strip pairs), and they equal what a fresh folder computes."""
+    for task, dataset, name in (("ivf", "TNO", "04"), ("mif", "MRI_CT", "12")):
+        for role in ("a", "b"):
+            shutil.copy(DATA / task / dataset / role / f"{name}.png", data / task / dataset / role / f"{name}.png")
+    pairs, methods, settings = evaluation.find_pairs(data), ["dig", "static", "average"], Settings(steps=2)
+    per_task = ("dig_window",)
+    monkeypatch.setitem(api.TASK_DEFAULTS, "ivf", {**api.TASK_DEFAULTS["ivf"], "dig_window": 9})
+    monkeypatch.setitem(api.TASK_DEFAULTS, "mif", {**api.TASK_DEFAULTS["mif"], "dig_window": 5})
+    old, new, fresh = tmp_path / "old", tmp_path / "new", tmp_path / "fresh"
+    evaluation.evaluate(pairs, old, methods, settings, max_side=64, quiet=True, per_task=per_task)
+    monkeypatch.setitem(api.TASK_DEFAULTS, "ivf", {**api.TASK_DEFAULTS["ivf"], "dig_window": 13})
+    assert evaluation.adopt_rows(pairs, new, methods, settings, 64, None, per_task, [old, new, tmp_path]) == 5
+    adopted = {(r["task"], r["name"], r["method"]) for r in read_csv(new / "per_pair.csv")}
+    assert adopted == {("ivf", "04", "static"), ("ivf", "04", "average")} | {("mif", "12", m) for m in methods}
+    assert evaluation.adopt_rows(pairs, new, methods, settings, 64, None, per_task, [old]) == 0
+    evaluation.evaluate(pairs, new, methods, settings, max_side=64, quiet=True, per_task=per_task)
+    evaluation.evaluate(pairs, fresh, methods, settings, max_side=64, quiet=True, per_task=per_task)
+    rows = {name: {(r["task"], r["name"], r["method"]): r for r in read_csv(name / "per_pair.csv")}
+            for name in (new, fresh)}
+    assert rows[new].keys() == rows[fresh].keys() and len(rows[new]) == 12
+    for key, row in rows[new].items():
+        assert all(float(row[m]) == pytest.approx(float(rows[fresh][key][m]), rel=1e-9) for m in METRIC_NAMES), key
+    assert (new / "strips").is_dir() and len(list((new / "strips").iterdir())) == 2
 
 
 def test_another_model_needs_another_folder(data: Path, tmp_path: Path) -> None:
