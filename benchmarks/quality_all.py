@@ -22,6 +22,7 @@ of pairs in each row. Each folder's ``per_pair.csv``, ``summary.csv`` and ``run.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
@@ -122,6 +123,32 @@ def held(pairs: Sequence[evaluation.Pair], out: Path, run: Run) -> Dict[Tuple[st
     return {(r["task"], r["method"]): r for r in evaluation.summarise(rows) if r["dataset"] == evaluation.ALL_DATASETS}
 
 
+def table_options(parser: argparse.ArgumentParser, keys: Sequence[str]) -> None:
+    """``--tables`` (those whose missing fusions are computed now) and ``--held-only``."""
+    parser.add_argument("--tables", default=",".join(keys), help=f"comma-separated tables to compute now, of "
+                        f"{', '.join(keys)}")
+    parser.add_argument("--held-only", action="store_true",
+                        help="fuse nothing: write the tables from what the folders hold so far (n says how much)")
+
+
+def fuse_tables(parser: argparse.ArgumentParser, args: argparse.Namespace, runs: Dict[str, Run],
+                tables: Dict[str, Table], pairs: Sequence[evaluation.Pair], out: Path,
+                max_side: int) -> Optional[Dict[Tuple[str, str, str], Dict[str, str]]]:
+    """Fuse what the runs of ``args.tables`` lack (nothing with ``--held-only``); then every run's per-task
+    summary of what its folder holds for ``pairs``, keyed by (run, task, method). None after ``--estimate-only``."""
+    chosen = [t.strip() for t in args.tables.split(",") if t.strip()]
+    unknown = sorted(set(chosen) - set(tables))
+    if unknown:
+        parser.error(f"unknown table(s) {', '.join(unknown)} (choose from {', '.join(tables)})")
+    todo = {name: runs[name] for key in chosen for _, name, _ in tables[key].rows}
+    if not args.held_only:
+        with closing(api.open_runner()) as runner:
+            if fuse_all(runner, todo, pairs, out, max_side, None, args.estimate_only) is None:
+                return None
+    return {(name, task, method): row for name, run in runs.items()
+            for (task, method), row in held(pairs, out / name, run).items()}
+
+
 def copy_results(out: Path, names: Sequence[str], docs: Path, report_of: str) -> None:
     """The small files of each folder into ``docs``; the report and strips of ``report_of`` too."""
     for name in names:
@@ -164,27 +191,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--plot-metric", default="Qabf", choices=evaluation.KEY_METRICS)
     parser.add_argument("--max-side", type=int, default=MAX_SIDE)
     parser.add_argument("--more-steps", default="", help="comma-separated steps added to the steps table, e.g. 50,100")
-    parser.add_argument("--tables", default=",".join(TABLES),
-                        help=f"comma-separated tables to compute now, of {', '.join(TABLES)}")
-    parser.add_argument("--held-only", action="store_true",
-                        help="fuse nothing: write the tables from what the folders hold so far (n says how much)")
+    table_options(parser, TABLES)
     args = parser.parse_args(argv)
 
-    chosen = [t.strip() for t in args.tables.split(",") if t.strip()]
-    unknown = sorted(set(chosen) - set(TABLES))
-    if unknown:
-        parser.error(f"unknown table(s) {', '.join(unknown)} (choose from {', '.join(TABLES)})")
     steps_axis = list(STEPS) + [int(s) for s in args.more_steps.split(",") if s.strip()]
     runs, tables = plan(steps_axis)
-    todo = {name: runs[name] for key in chosen for _, name, _ in tables[key].rows}
     pairs = evaluation.find_pairs(args.data)
     out, doc, docs = Path(args.out), Path(args.doc), Path(args.docs_results)
-    if not args.held_only:
-        with closing(api.open_runner()) as runner:
-            if fuse_all(runner, todo, pairs, out, args.max_side, None, args.estimate_only) is None:
-                return 0
-    results = {(name, task, method): row for name, run in runs.items()
-               for (task, method), row in held(pairs, out / name, run).items()}
+    results = fuse_tables(parser, args, runs, tables, pairs, out, args.max_side)
+    if results is None:
+        return 0
     present = [name for name in runs if (out / name / evaluation.PER_PAIR).is_file()]
     copy_results(out, present, docs, tables["defaults"].rows[0][1])
     command = f"--data {args.data}" + (f" --max-side {args.max_side}" if args.max_side != MAX_SIDE else "") + (

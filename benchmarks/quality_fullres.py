@@ -11,17 +11,17 @@ and fixed in pixels: that window, wider DIG windows towards the 640/256 = 2.5 ra
 window times 2.5, and both times 2.5; against the defaults (9 px at 256, scaled; the DIG window per
 task), static guidance and the classical anchors; its other rows keep the one DIG window of the time
 (``Settings.dig_window``, 41 px). A second table varies, around the defaults, what else was chosen at
-256 px: one tau for every task against the per-task taus, and 25 steps (mef's default) for every
-task. One resumable sub-folder of ``--out`` per
-setting, as ``dig2dig eval`` writes it; their ``per_pair.csv``, ``summary.csv`` and ``run.json`` are
-copied to ``docs/quality_fullres/``, with the defaults' ``report.md`` and picture strips.
+256 px: one tau for every task against the per-task taus, and 25 steps for every task (mef's default
+until the fourteenth session). ``--tables`` picks the tables whose missing fusions are computed now,
+as in ``quality_all.py``. One resumable sub-folder of ``--out`` per setting, as ``dig2dig eval``
+writes it; their ``per_pair.csv``, ``summary.csv`` and ``run.json`` are copied to
+``docs/quality_fullres/``, with the defaults' ``report.md`` and picture strips.
 
     python benchmarks/quality_fullres.py --data ../shared/data
 """
 from __future__ import annotations
 
 import sys
-from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -30,14 +30,14 @@ from dig2dig.runtime import api
 from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.sampler import Settings, scaled_window
 from machine import bundled_prior, machine_line
-from quality_all import LABELS, PER_TASK, PER_TASK_BUT, copy_results
-from quality_sweep import (Run, Table, add_run, folder_name, format_tables, fuse_all, quality_parser, select_pairs,
-                           update_doc)
+from quality_all import LABELS, PER_TASK, PER_TASK_BUT, copy_results, fuse_tables, table_options
+from quality_sweep import Run, Table, add_run, folder_name, format_tables, quality_parser, select_pairs, update_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- quality-fullres:begin -->", "<!-- quality-fullres:end -->"
 MAX_SIDE = 640
 PAIRS_PER_TASK = 4
+TABLES = ("windows", "tau")
 DIG_WINDOW = (65, 103)
 FIXED_TAU = (0.25, 1.0, 2.0)
 MORE_STEPS = 25
@@ -47,8 +47,8 @@ WINDOWS_EM = 5
 SCALED = tuple(scaled_window(window, MAX_SIDE, Settings.em_window_side) for window in (Settings.dig_window, WINDOWS_EM))
 
 
-def plan() -> Tuple[Dict[str, Run], List[Table]]:
-    """The runs, and the tables that read them: the windows; tau and steps."""
+def plan() -> Tuple[Dict[str, Run], Dict[str, Table]]:
+    """The runs, and the tables that read them, by ``TABLES`` key: the windows; tau and steps."""
     base = Settings()
     earlier = replace(base, em_window=WINDOWS_EM)
     pixels = replace(earlier, em_window_side=0)
@@ -85,8 +85,8 @@ def plan() -> Tuple[Dict[str, Run], List[Table]]:
              (f"{LABELS['static']}, {base.steps} steps (defaults)", add(base, "static"), "static"),
              (f"{LABELS['static']}, {MORE_STEPS} steps", add(replace(base, steps=MORE_STEPS), "static"), "static")]
     rows += anchors
-    return runs, [windows, Table(f"DIG temperature and steps at full resolution, {base.steps} steps unless "
-                                 "a row says otherwise", rows)]
+    return runs, {"windows": windows, "tau": Table(f"DIG temperature and steps at full resolution, {base.steps} "
+                                                   "steps unless a row says otherwise", rows)}
 
 
 def set_up(command: str, pairs: Sequence[evaluation.Pair], per_task: int, max_side: int) -> List[str]:
@@ -115,21 +115,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="where each folder's small result files are copied")
     parser.add_argument("--pairs-per-task", type=int, default=PAIRS_PER_TASK)
     parser.add_argument("--max-side", type=int, default=MAX_SIDE)
+    table_options(parser, TABLES)
     args = parser.parse_args(argv)
 
     runs, tables = plan()
     pairs = select_pairs(evaluation.find_pairs(args.data), args.pairs_per_task)
     out, doc = Path(args.out), Path(args.doc)
-    with closing(api.open_runner()) as runner:
-        results = fuse_all(runner, runs, pairs, out, args.max_side, None, args.estimate_only)
+    results = fuse_tables(parser, args, runs, tables, pairs, out, args.max_side)
     if results is None:
         return 0
-    copy_results(out, list(runs), Path(args.docs_results), folder_name(Settings(), PER_TASK))
+    present = [name for name in runs if (out / name / evaluation.PER_PAIR).is_file()]
+    copy_results(out, present, Path(args.docs_results), folder_name(Settings(), PER_TASK))
     command = f"--data {args.data}" + (
         f" --pairs-per-task {args.pairs_per_task}" if args.pairs_per_task != PAIRS_PER_TASK else "") + (
         f" --max-side {args.max_side}" if args.max_side != MAX_SIDE else "")
     update_doc(doc, "\n".join(set_up(command, pairs, args.pairs_per_task, args.max_side)
-                              + format_tables(tables, results)), BEGIN, END)
+                              + format_tables(list(tables.values()), results)), BEGIN, END)
     print(f"wrote {doc} and {args.docs_results}")
     return 0
 

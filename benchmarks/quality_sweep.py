@@ -274,7 +274,8 @@ def fuse_all(runner: Runner, runs: Dict[str, Run], pairs: Sequence[evaluation.Pa
 
 
 def format_tables(tables: Sequence[Table], results: Dict[Tuple[str, str, str], Dict[str, str]]) -> List[str]:
-    """Markdown: per table, one sub-table per task of the mean key metrics and seconds."""
+    """Markdown: per table, one sub-table per task of the mean key metrics and seconds; the rows whose
+    folders hold nothing for the task yet are named under it."""
     columns = evaluation.KEY_METRICS + ("seconds",)
     lines = []
     for table in tables:
@@ -282,14 +283,18 @@ def format_tables(tables: Sequence[Table], results: Dict[Tuple[str, str, str], D
         for task in api.TASKS:
             lines += [f"**{task}**", "", "| setting | n | " + " | ".join(columns) + " |",
                       "|---|---|" + "---|" * len(columns)]
+            missing = []
             for label, folder, method in table.rows:
                 entry = results.get((folder, task, method))
                 if entry is None:
+                    missing.append(label)
                     continue
                 n = entry["n"] + (f" ({entry['errors']} with errors)" if entry["errors"] != "0" else "")
                 cells = [_mean(entry, column) for column in columns]
                 lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
             lines.append("")
+            if missing:
+                lines += [f"Not fused yet at these settings: {'; '.join(missing)}.", ""]
     return lines
 
 

@@ -337,7 +337,7 @@ def adopt_rows(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str], set
 
     The fusions are deterministic (fixed seed), so a row computed under another folder's name is the one
     ``evaluate`` would compute; a change of one task's default then recomputes only what it changes.
-    The first ``strips_per_task`` pairs of each task are left to ``evaluate``, so the strips have images.
+    The ``strip_pairs`` are left to ``evaluate``, so the strips have images.
     """
     out = Path(out)
     record = _run_record(settings, per_task, max_side, model)
@@ -345,7 +345,7 @@ def adopt_rows(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str], set
     _check_run(out, record)
     rows = read_rows(out / PER_PAIR)
     done = {_row_key(row) for row in rows}
-    shown = {pair.key for task in api.TASKS for pair in [p for p in pairs if p.task == task][:strips_per_task]}
+    shown = {pair.key for pair in strip_pairs(pairs, strips_per_task)}
     wanted = {(pair.task, pair.dataset, pair.name, method): _fingerprint(record, pair.task, method)
               for pair in pairs if pair.key not in shown for method in methods}
     wanted = {key: value for key, value in wanted.items() if key not in done}
@@ -435,16 +435,26 @@ def summarise(rows: Sequence[Row]) -> List[Row]:
     return summary
 
 
+def strip_pairs(pairs: Sequence[Pair], per_task: int) -> List[Pair]:
+    """The pairs shown as picture strips: the first ``per_task`` of each task, in ``pairs``' order."""
+    counts: Dict[str, int] = {}
+    shown = []
+    for pair in pairs:
+        counts[pair.task] = counts.get(pair.task, 0) + 1
+        if counts[pair.task] <= per_task:
+            shown.append(pair)
+    return shown
+
+
 def write_strips(pairs: Sequence[Pair], methods: Sequence[str], out: PathLike, folder: PathLike,
                  max_side: Optional[int], per_task: int, steps: Dict[str, int]) -> Dict[str, List[str]]:
-    """Picture strips (A, B, each method's output, DIG weights of the last refresh) of the first
-    ``per_task`` pairs of each task, as ``out/strips/KEY.png``; returns their paths relative to ``out``.
+    """Picture strips (A, B, each method's output, DIG weights of the last refresh) of ``strip_pairs``
+    that have outputs, as ``out/strips/KEY.png``; returns their paths relative to ``out``.
     ``steps``: the diffusion methods' steps, by task."""
     out = Path(out)
     strips: Dict[str, List[str]] = {}
-    for pair in pairs:
-        if len(strips.setdefault(pair.task, [])) >= per_task:
-            continue
+    for pair in strip_pairs(pairs, per_task):
+        strips.setdefault(pair.task, [])
         outputs = [(m, out / "fused" / m / f"{pair.key}.png") for m in methods]
         outputs = [(m, path) for m, path in outputs if path.is_file()]
         if not outputs:

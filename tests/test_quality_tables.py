@@ -1,0 +1,54 @@
+"""The quality benchmarks' table plumbing (benchmarks/quality_all.py, quality_fullres.py) on a tiny folder
+of real pairs: ``--tables`` fuses only the chosen tables' runs, the others name the rows not yet fused,
+and ``--held-only`` writes the same tables from what the folders hold."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("scipy")
+pytest.importorskip("skimage")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import quality_fullres  # noqa: E402
+
+BEGIN, END = quality_fullres.BEGIN, quality_fullres.END
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data set not found at {DATA}")
+def test_tables_fuse_only_what_is_chosen_and_held_only_rewrites_them(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for task, dataset, name in (("ivf", "TNO", "02"), ("mif", "MRI_CT", "11")):
+        for role in ("a", "b"):
+            target = data / task / dataset / role / f"{name}.png"
+            target.parent.mkdir(parents=True)
+            shutil.copy(DATA / task / dataset / role / f"{name}.png", target)
+    doc, results = tmp_path / "QUALITY.md", tmp_path / "results"
+    doc.write_text(f"kept above\n{BEGIN}\n{END}\nkept below\n")
+    common = ["--data", str(data), "--out", str(tmp_path / "runs"), "--doc", str(doc), "--docs-results", str(results),
+              "--pairs-per-task", "1", "--max-side", "64"]
+
+    assert quality_fullres.main(common + ["--tables", "tau"]) == 0
+    text = doc.read_text()
+    assert text.startswith("kept above\n") and text.endswith("kept below\n")
+    windows, tau = text.split("### ")[1:3]
+    _, tables = quality_fullres.plan()
+    for task in ("ivf", "mif"):
+        block = tau.split(f"**{task}**")[1].split("**")[0]
+        assert "Not fused yet" not in block
+        assert all(f"| {label} | 1 |" in block for label, _, _ in tables["tau"].rows)
+    block = windows.split("**ivf**")[1].split("**")[0]
+    fused = {(name, method) for _, name, method in tables["tau"].rows}
+    unfused = [label for label, name, method in tables["windows"].rows if (name, method) not in fused]
+    assert unfused and f"Not fused yet at these settings: {'; '.join(unfused)}." in block
+    assert {path.name for path in results.iterdir()} == {name for name, _ in fused}
+
+    assert quality_fullres.main(common + ["--held-only", "--tables", "windows"]) == 0
+    assert ([line for line in doc.read_text().splitlines() if not line.startswith("Machine:")]
+            == [line for line in text.splitlines() if not line.startswith("Machine:")])
