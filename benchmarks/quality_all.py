@@ -150,8 +150,11 @@ def fuse_tables(parser: argparse.ArgumentParser, args: argparse.Namespace, runs:
 
 
 def copy_results(out: Path, names: Sequence[str], docs: Path, report_of: str) -> None:
-    """The small files of each folder into ``docs``; the report and strips of ``report_of`` too."""
+    """The small files of each folder of ``names`` that holds results into ``docs``; the report and strips
+    of ``report_of`` too."""
     for name in names:
+        if not (out / name / evaluation.PER_PAIR).is_file():
+            continue
         target = docs / name
         target.mkdir(parents=True, exist_ok=True)
         for file in COPIED + ((evaluation.REPORT,) if name == report_of else ()):
@@ -201,8 +204,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = fuse_tables(parser, args, runs, tables, pairs, out, args.max_side)
     if results is None:
         return 0
-    present = [name for name in runs if (out / name / evaluation.PER_PAIR).is_file()]
-    copy_results(out, present, docs, tables["defaults"].rows[0][1])
+    copy_results(out, list(runs), docs, tables["defaults"].rows[0][1])
     command = f"--data {args.data}" + (f" --max-side {args.max_side}" if args.max_side != MAX_SIDE else "") + (
         f" --more-steps {args.more_steps}" if args.more_steps else "")
     anchors = [row for row in tables["defaults"].rows if row[2] in evaluation.CLASSICAL_METHODS]

@@ -124,8 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = fuse_tables(parser, args, runs, tables, pairs, out, args.max_side)
     if results is None:
         return 0
-    present = [name for name in runs if (out / name / evaluation.PER_PAIR).is_file()]
-    copy_results(out, present, Path(args.docs_results), folder_name(Settings(), PER_TASK))
+    copy_results(out, list(runs), Path(args.docs_results), folder_name(Settings(), PER_TASK))
     command = f"--data {args.data}" + (
         f" --pairs-per-task {args.pairs_per_task}" if args.pairs_per_task != PAIRS_PER_TASK else "") + (
         f" --max-side {args.max_side}" if args.max_side != MAX_SIDE else "")
