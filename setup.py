@@ -46,5 +46,5 @@ setup(
             "mypy>=1.5",
         ],
     },
-    entry_points={"console_scripts": ["dig2dig = dig2dig.runtime.cli:main"]},
+    entry_points={"console_scripts": ["dig2dig = dig2dig.cli:main"]},
 )

@@ -9,54 +9,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
 from . import io
 from .backends.base import Runner
 from .errors import InputError, ModelError
-from .sampler import Settings, Trace, initial_noise, luminance_of_sample, sample
+from .sampler import Trace, initial_noise, luminance_of_sample, sample
+from .settings import Settings, check_task, resolve
 
-TASKS = {
-    "ivf": ("infrared", "visible"),
-    "mif": ("MRI", "CT/PET/SPECT"),
-    "mef": ("under-exposed", "over-exposed"),
-    "mff": ("near focus", "far focus"),
-}
-# Defaults per task, chosen from docs/QUALITY.md (all 160 pairs, the other settings at Settings()): the DIG
-# temperature (ivf's raised from 0.5 to 2/3 with the E-step power 0.5, which keeps the sharpness of F's
-# weights), the steps, where more of them pay (none now: with E-step power 0.5, mef's Qabf is 0.733 at
-# 10 steps and at 25; with power 1 it was 0.696 and 0.720, and mef ran 25), and the DIG window (each of
-# Settings.dig_passes box passes): 61 px for ivf and mef, where it beats 41 px on Qabf, VIFF, SSIM and MI
-# over all their pairs, 41 px for mif and mff, where 61 px loses a little (nineteenth session).
-TASK_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    "ivf": {"dig_tau": 0.667, "steps": 10, "dig_window": 61},
-    "mif": {"dig_tau": 0.25, "steps": 10, "dig_window": 41},
-    "mef": {"dig_tau": 2.0, "steps": 10, "dig_window": 61},
-    "mff": {"dig_tau": 0.5, "steps": 10, "dig_window": 41},
-}
-TASK_FIELDS = tuple(TASK_DEFAULTS["ivf"])  # the Settings fields every task sets: dig_tau, steps, dig_window
-# With --dig-norm absolute and no --dig-tau: softmax(DIG), Dig2DIG's formula as written.
-PAPER_DIG_TAU = 1.0
 PathLike = Union[str, Path]
-
-
-def check_task(task: str) -> None:
-    if task not in TASKS:
-        raise InputError(f"unknown task {task!r} (choose one of {', '.join(TASKS)})")
-
-
-def task_default_text(field: str) -> str:
-    """``ivf 0.667, mif 0.25, mef 2, mff 0.5``: a ``TASK_FIELDS`` default of every task, for help and reports."""
-    return ", ".join(f"{task} {defaults[field]:g}" for task, defaults in TASK_DEFAULTS.items())
-
-
-def default_settings(task: str, **overrides: Any) -> Settings:
-    """The sampler settings ``dig2dig fuse`` uses for ``task`` unless told otherwise: ``Settings()`` with the
-    task's ``TASK_DEFAULTS``, then ``overrides``."""
-    check_task(task)
-    return Settings(**{**TASK_DEFAULTS[task], **overrides})
 
 
 def default_model() -> Path:
@@ -108,15 +71,15 @@ def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] 
          settings: Optional[Settings] = None, init_noise: Optional[np.ndarray] = None, resize: bool = False,
          stretch: bool = False, runner: Optional[Runner] = None,
          progress: Optional[Callable[[int, int], None]] = None) -> FusionResult:
-    """Fuse source ``a`` and ``b`` (roles per ``task``, see ``TASKS``) into one image.
+    """Fuse source ``a`` and ``b`` (roles per ``task``, see ``settings.TASKS``) into one image.
 
-    ``settings`` defaults to ``default_settings(task)``.
+    ``settings`` defaults to ``settings.resolve(task)``, the task's defaults.
 
     ``init_noise`` replaces the seeded x_T (shape ``(C, H', W')`` at the padded size);
     ``stretch`` applies DDFM's min-max output stretch (off by default: it changes the brightness).
     """
     check_task(task)
-    settings = settings or default_settings(task)
+    settings = settings or resolve(task)
     seconds: Dict[str, float] = {}
     start = time.perf_counter()
     sources = prepare_sources([a, b], resize)

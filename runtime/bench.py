@@ -14,7 +14,7 @@ import numpy as np
 
 from . import api
 from .errors import InputError
-from .sampler import Settings
+from .settings import Settings, resolve
 
 STAGES = ("backend", "dig", "guidance", "io", "other", "total")
 
@@ -35,7 +35,7 @@ def run_bench(a: api.PathLike, b: api.PathLike, task: str = "ivf", model: Option
     """
     if runs < 1:
         raise InputError(f"--runs must be at least 1, got {runs}")
-    settings = settings or api.default_settings(task)
+    settings = settings or resolve(task)
     path = str(model) if model is not None else str(api.default_model())
     runner = api.open_runner(path, backend)
     try:

@@ -37,8 +37,8 @@ from .backends.base import Runner
 from .dig_maps import LABEL_HEIGHT, TILE_WIDTH, montage
 from .errors import InputError
 from .metrics import METRIC_NAMES, SINGLE, TRIPLE, read_gray
-from .options import add_dig_options, dig_option_values
-from .sampler import Settings
+from .options import add_settings_options, setting_overrides
+from .settings import TASK_DEFAULTS, TASK_FIELDS, TASKS, Settings, resolve, task_default_text
 
 PathLike = Union[str, Path]
 
@@ -65,7 +65,7 @@ Row = Dict[str, str]
 
 @dataclass(frozen=True)
 class Pair:
-    """One registered source pair of a task (A and B in the roles of ``api.TASKS``)."""
+    """One registered source pair of a task (A and B in the roles of ``TASKS``)."""
 
     task: str
     dataset: str
@@ -81,7 +81,7 @@ class Pair:
 
 def find_pairs(data: PathLike, task: Optional[str] = None, dataset: Optional[str] = None,
                limit_per_dataset: Optional[int] = None) -> List[Pair]:
-    """The pairs under ``data`` (manifest order, else sorted), filtered; tasks outside ``api.TASKS`` are ignored."""
+    """The pairs under ``data`` (manifest order, else sorted), filtered; tasks outside ``TASKS`` are ignored."""
     root = Path(data)
     if not root.is_dir():
         raise InputError(f"{root}: no such data folder")
@@ -90,7 +90,7 @@ def find_pairs(data: PathLike, task: Optional[str] = None, dataset: Optional[str
     selected: List[Pair] = []
     counts: Dict[Tuple[str, str], int] = {}
     for pair in pairs:
-        if pair.task not in api.TASKS or task not in (None, pair.task) or dataset not in (None, pair.dataset):
+        if pair.task not in TASKS or task not in (None, pair.task) or dataset not in (None, pair.dataset):
             continue
         group = (pair.task, pair.dataset)
         if limit_per_dataset is not None and counts.get(group, 0) >= limit_per_dataset:
@@ -100,7 +100,7 @@ def find_pairs(data: PathLike, task: Optional[str] = None, dataset: Optional[str
     if not selected:
         wanted = ", ".join(f"{k} {v}" for k, v in (("task", task), ("dataset", dataset)) if v) or "any task"
         raise InputError(f"{root}: no pairs found ({wanted}; expected TASK/DATASET/{{a,b}}/NAME.* "
-                         f"with TASK one of {', '.join(api.TASKS)})")
+                         f"with TASK one of {', '.join(TASKS)})")
     return selected
 
 
@@ -222,18 +222,18 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str] = DIFF
     Pairs and methods already in ``out/per_pair.csv`` are not recomputed. ``runner`` is shared by
     every diffusion fusion (opened here, and closed after, when not given and needed).
     ``sources_dir`` holds the downscaled copies (default ``out/sources``; a sweep shares one).
-    ``per_task`` names the fields of ``settings`` (of ``api.TASK_FIELDS``) replaced by each pair's task
-    default (``api.TASK_DEFAULTS``).
+    ``per_task`` names the fields of ``settings`` (of ``TASK_FIELDS``) replaced by each pair's task
+    default (``TASK_DEFAULTS``).
     The summary and report cover the given pairs and methods only.
     """
     settings = settings or Settings()
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise InputError(f"unknown method(s) {', '.join(unknown) or '(none)'} (choose from {', '.join(METHODS)})")
-    if set(per_task) - set(api.TASK_FIELDS):
-        raise InputError(f"per-task fields must be of {', '.join(api.TASK_FIELDS)}, got {', '.join(per_task)}")
-    task_settings = {task: replace(settings, **{k: api.TASK_DEFAULTS[task][k] for k in per_task})
-                     for task in api.TASKS}
+    if set(per_task) - set(TASK_FIELDS):
+        raise InputError(f"per-task fields must be of {', '.join(TASK_FIELDS)}, got {', '.join(per_task)}")
+    task_settings = {task: replace(settings, **{k: TASK_DEFAULTS[task][k] for k in per_task})
+                     for task in TASKS}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_run(out, _run_record(settings, per_task, max_side, model))
@@ -260,7 +260,7 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str] = DIFF
     summary = summarise(selected)
     io.write_text(out / SUMMARY, format_csv(summary, SUMMARY_COLUMNS))
     strips = write_strips(pairs, methods, out, folder, max_side, strips_per_task,
-                          {task: task_settings[task].steps for task in api.TASKS})
+                          {task: task_settings[task].steps for task in TASKS})
     io.write_text(out / REPORT, format_report(summary, selected, pairs, methods, settings, max_side, model, strips,
                                                      per_task))
     return summary
@@ -293,7 +293,7 @@ def _write_weights(path: Path, refresh: Dict[str, Any], task: str, shape: Tuple[
     """The last refresh's weight maps (cropped from the padded size) as a ``dig_maps`` montage."""
     path.parent.mkdir(parents=True, exist_ok=True)
     cropped = dict(refresh, weights=refresh["weights"][:, :shape[0], :shape[1]])
-    io.write_image(path, montage([cropped], api.TASKS[task]))
+    io.write_image(path, montage([cropped], TASKS[task]))
 
 
 def _model_sha256(model: Optional[PathLike]) -> str:
@@ -307,7 +307,7 @@ def _run_record(settings: Settings, per_task: Sequence[str], max_side: Optional[
     return {"settings": {k: v for k, v in asdict(settings).items()
                          if k != "guidance" and k not in per_task
                          and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])},
-            **{k: f"per task ({api.task_default_text(k)})" for k in per_task},
+            **{k: f"per task ({task_default_text(k)})" for k in per_task},
             "max_side": max_side, "model": str(model) if model else "bundled prior",
             "model_sha256": _model_sha256(model)}
 
@@ -317,7 +317,7 @@ def _fingerprint(record: Dict[str, Any], task: str, method: str) -> str:
     for DIG, all but the DIG fields for static guidance (it never computes the gains), none for the
     classical methods; the resolution and the model for every method."""
     settings: Dict[str, Any] = {**LATER_SETTINGS, **record["settings"]}
-    for field in api.TASK_FIELDS:
+    for field in TASK_FIELDS:
         if field in record:  # "per task (ivf 0.667, mif 0.25, mef 2, mff 0.5)"
             values = dict(item.split(" ") for item in record[field][len("per task ("):-1].split(", "))
             settings[field] = float(values[task])
@@ -463,7 +463,7 @@ def write_strips(pairs: Sequence[Pair], methods: Sequence[str], out: PathLike, f
             source_pair = pair if max_side is None else downscale_pair(pair, folder, max_side)
         except InputError:
             continue
-        role_a, role_b = api.TASKS[pair.task]
+        role_a, role_b = TASKS[pair.task]
         tiles = [_tile(_read_rgb(source_pair.a), f"A: {role_a}"), _tile(_read_rgb(source_pair.b), f"B: {role_b}")]
         tiles += [_tile(_read_rgb(path), f"{method}, {steps[pair.task]} steps" if method in DIFFUSION_METHODS
                         else method) for method, path in outputs]
@@ -501,8 +501,8 @@ def format_report(summary: Sequence[Row], rows: Sequence[Row], pairs: Sequence[P
                   strips: Dict[str, List[str]], per_task: Sequence[str] = ()) -> str:
     """report.md: what was run, one table per task (key metrics and seconds, mean ± std), the strips."""
     failed = sum(1 for row in rows if row.get("error"))
-    value = {k: f"per task ({api.task_default_text(k)})" if k in per_task else f"{getattr(settings, k):g}"
-             for k in api.TASK_FIELDS}
+    value = {k: f"per task ({task_default_text(k)})" if k in per_task else f"{getattr(settings, k):g}"
+             for k in TASK_FIELDS}
     lines = ["# dig2dig eval", "",
              f"{len(pairs)} pair{'' if len(pairs) == 1 else 's'}, methods {', '.join(methods)}. "
              + (f"Sources downscaled with OpenCV INTER_AREA so that the long side is at most {max_side} px "
@@ -528,7 +528,7 @@ def format_report(summary: Sequence[Row], rows: Sequence[Row], pairs: Sequence[P
                       "their failed values are left out of the means."]
     columns = KEY_METRICS + ("seconds",)
     for task in dict.fromkeys(row["task"] for row in summary):
-        role_a, role_b = api.TASKS[task]
+        role_a, role_b = TASKS[task]
         lines += ["", f"## {task}: A {role_a}, B {role_b}", "",
                   "| dataset | method | n | " + " | ".join(columns) + " |",
                   "|---|---|---|" + "---|" * len(columns)]
@@ -552,19 +552,15 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     """Register ``dig2dig eval`` on the CLI's subcommands."""
     p = subparsers.add_parser("eval", help="fuse a folder of pairs with several methods and tabulate the metrics")
     p.add_argument("--data", required=True, help="folder laid out TASK/DATASET/{a,b}/NAME.* (manifest.csv if present)")
-    p.add_argument("--task", choices=list(api.TASKS))
     p.add_argument("--dataset")
     p.add_argument("--limit-per-dataset", type=int, metavar="N", help="first N pairs of each dataset")
     p.add_argument("--methods", default="dig,static", help=f"comma-separated, of {', '.join(METHODS)}")
-    p.add_argument("--steps", type=int, help=f"DDIM steps (default per task: {api.task_default_text('steps')})")
-    add_dig_options(p)
     p.add_argument("--max-side", type=int, metavar="PX",
                    help="downscale both sources (INTER_AREA) so that the long side is at most PX")
-    p.add_argument("--model", help="ONNX model or TensorRT plan (default: the bundled prior)")
-    p.add_argument("--backend", default="ort", choices=["ort", "trt"])
     p.add_argument("--strips", type=int, default=1, metavar="N", help="picture strips per task in report.md")
     p.add_argument("-o", "--output", required=True, help="output folder; a rerun resumes what it holds")
     p.add_argument("-q", "--quiet", action="store_true")
+    add_settings_options(p, task_default=None)
     p.set_defaults(func=run_command)
 
 
@@ -574,17 +570,10 @@ def run_command(args: argparse.Namespace) -> int:
     for name, value in (("--limit-per-dataset", args.limit_per_dataset), ("--max-side", args.max_side)):
         if value is not None and value < 1:
             raise InputError(f"{name} must be at least 1, got {value}")
-    per_task = [field for field, given in (("dig_tau", args.dig_tau is not None or args.dig_norm == "absolute"),
-                                           ("steps", args.steps is not None),
-                                           ("dig_window", args.dig_window is not None)) if not given]
-    tau = args.dig_tau if args.dig_tau is not None else api.PAPER_DIG_TAU if args.dig_norm == "absolute" \
-        else Settings().dig_tau
-    try:
-        settings = Settings(steps=Settings().steps if args.steps is None else args.steps, dig_tau=tau,
-                            dig_window=Settings().dig_window if args.dig_window is None else args.dig_window,
-                            **dig_option_values(args))
-    except ValueError as exc:
-        raise InputError(str(exc)) from exc
+    overrides = setting_overrides(args)
+    per_task = [field for field in TASK_FIELDS if field not in overrides
+                and not (field == "dig_tau" and overrides.get("dig_norm") == "absolute")]
+    settings = resolve(args.task or "ivf", **overrides)
     pairs = find_pairs(args.data, args.task, args.dataset, args.limit_per_dataset)
     summary = evaluate(pairs, args.output, methods, settings, args.max_side, args.model, args.backend,
                        strips_per_task=args.strips, quiet=args.quiet, per_task=per_task)

@@ -1,45 +1,65 @@
-"""The DIG and E-step options shared by ``dig2dig fuse``/``bench`` and ``dig2dig eval``: one definition,
-so their names, defaults (``Settings()``) and help stay the same in every command."""
+"""Command-line options for the fusion settings, defined once for every command that fuses (``fuse``,
+``bench``, ``eval``): the everyday ones first, the tuning knobs in an "advanced" group. Every option
+defaults to ``None`` — "the task's default" — so :func:`settings.resolve` alone applies defaults."""
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
-from .api import task_default_text
-from .sampler import Settings
+from .settings import TASKS, Settings, load_config, resolve, task_default_text
 
-# Settings fields set one to one by an option of the same name (--dig-tau and --dig-window have per-task
-# defaults: None unless given).
-FIELDS = ("dig_every", "dig_passes", "dig_norm", "em_window", "em_window_side", "em_power")
-
-
-def add_dig_options(p: argparse.ArgumentParser) -> None:
-    """``--dig-every``, ``--dig-window``, ``--dig-passes``, ``--dig-tau``, ``--dig-norm``, ``--em-window``,
-    ``--em-window-side``, ``--em-power``."""
-    defaults = Settings()
-    p.add_argument("--dig-every", type=int, default=defaults.dig_every, help="refresh DIG every S steps")
-    p.add_argument("--dig-window", type=int,
-                   help=f"odd window (px) of each box pass over the gains (default per task: "
-                        f"{task_default_text('dig_window')})")
-    p.add_argument("--dig-passes", type=int, default=defaults.dig_passes,
-                   help="box means of --dig-window applied in turn: 1 a box, 2 a tent, 3 close to a Gaussian")
-    p.add_argument("--dig-tau", type=float,
-                   help="softmax temperature relative to the RMS gain spread "
-                        f"(default per task: {task_default_text('dig_tau')}); "
-                        "with --dig-norm absolute, the temperature itself (default 1)")
-    p.add_argument("--dig-norm", default=defaults.dig_norm, choices=["spread", "absolute"],
-                   help="spread: temperature scaled by the gains' RMS spread (ours); "
-                        "absolute: softmax(gains / tau), with tau = 1 the paper's formula as written")
-    p.add_argument("--em-window", type=int, default=defaults.em_window,
-                   help="odd window (px) of the geometric mean of DDFM's E-step weights; 1: DDFM's per-pixel weights")
-    p.add_argument("--em-window-side", type=int, default=defaults.em_window_side, metavar="PX",
-                   help="the long side at which --em-window is given: other sizes scale it by their long side / PX "
-                        "(to the nearest odd number); 0: --em-window in pixels")
-    p.add_argument("--em-power", type=float, default=defaults.em_power, metavar="GAMMA",
-                   help="E-step weights raised to GAMMA in [0, 1]: below 1 the fused image follows the DIG weights "
-                        "more closely; 1: DDFM's E-step")
+_DEFAULTS = Settings()
+# (field, type, choices, help) of the tuning knobs; each is --FIELD-NAME on the command line.
+ADVANCED: Tuple[Tuple[str, Any, Optional[Tuple[str, ...]], str], ...] = (
+    ("guidance", str, ("dig", "static"), "dig: Dig2DIG's dynamic weights; static: uniform weights (DDFM)"),
+    ("dig_every", int, None, "refresh the DIG weights every S steps"),
+    ("dig_window", int, None, f"odd box (px) of each pass over the gains ({task_default_text('dig_window')})"),
+    ("dig_passes", int, None, "box passes over the gains: 1 a box, 2 a tent, 3 near a Gaussian"),
+    ("dig_tau", float, None, f"softmax temperature ({task_default_text('dig_tau')}; 1 with --dig-norm absolute)"),
+    ("dig_norm", str, ("spread", "absolute"), "spread: tau x the gains' RMS spread; absolute: tau itself (the paper)"),
+    ("em_window", int, None, "odd window (px) of the E-step weights' geometric mean; 1: DDFM's per-pixel E-step"),
+    ("em_window_side", int, None, "long side (px) --em-window is given at, scaled to the image's; 0: pixels"),
+    ("em_power", float, None, "E-step weights raised to this power in [0, 1]; 1: DDFM's E-step"),
+    ("lamb", float, None, "DDFM's TV weight"),
+    ("rho", float, None, "DDFM's proximal step"),
+)
+OPTION_FIELDS = ("steps", "seed") + tuple(field for field, *_ in ADVANCED)
 
 
-def dig_option_values(args: argparse.Namespace) -> Dict[str, Any]:
-    """The ``FIELDS`` of ``Settings`` as parsed by ``add_dig_options``."""
-    return {field: getattr(args, field) for field in FIELDS}
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def add_settings_options(p: argparse.ArgumentParser, task_default: Optional[str] = "ivf") -> "argparse._ArgumentGroup":
+    """``--task``, ``--model``, ``--backend``, ``--steps``, ``--seed``, ``--config`` and, in an "advanced" group,
+    one option per tuning knob of :class:`Settings` (its default in the help). Returns the "advanced" group, for a
+    command's own rarely used options."""
+    p.add_argument("--task", default=task_default, choices=list(TASKS), metavar="TASK",
+                   help=f"{', '.join(TASKS)}: the roles of A and B and the defaults"
+                        + (f" (default {task_default})" if task_default else " (default: each pair's)"))
+    p.add_argument("--model", metavar="M", help="ONNX model or TensorRT plan (default: the bundled prior)")
+    p.add_argument("--backend", default="ort", choices=["ort", "trt"], help="onnxruntime or TensorRT (default ort)")
+    p.add_argument("--steps", type=int, metavar="N", help=f"DDIM steps (default {task_default_text('steps')})")
+    p.add_argument("--seed", type=int, metavar="K", help=f"seed of the start noise (default {_DEFAULTS.seed})")
+    p.add_argument("--config", metavar="FILE.json",
+                   help="saved settings: a JSON object of setting names and values; options given here win")
+    advanced = p.add_argument_group("advanced", "tuning knobs; the defaults are justified in docs/QUALITY.md")
+    for field, kind, choices, text in ADVANCED:
+        default = getattr(_DEFAULTS, field)
+        shown = "" if field in ("dig_window", "dig_tau") else f" (default {default:g})" if not isinstance(
+            default, str) else f" (default {default})"
+        advanced.add_argument(_flag(field), type=kind, choices=choices, metavar=None if choices else "X",
+                              help=text + shown)
+    return advanced
+
+
+def setting_overrides(args: argparse.Namespace) -> Dict[str, Any]:
+    """The settings asked for: the ``--config`` file's, then every option given (unset ones are left out)."""
+    chosen: Dict[str, Any] = load_config(args.config) if getattr(args, "config", None) else {}
+    chosen.update({field: getattr(args, field) for field in OPTION_FIELDS if getattr(args, field) is not None})
+    return chosen
+
+
+def settings_from_args(args: argparse.Namespace, task: Optional[str] = None) -> Settings:
+    """:func:`settings.resolve` for ``task`` (default ``args.task``) with :func:`setting_overrides`."""
+    return resolve(task or args.task, **setting_overrides(args))

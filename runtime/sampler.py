@@ -26,53 +26,13 @@ from typing import Any, Callable, DefaultDict, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..kernels import NUMPY_OPS
-from ..kernels.em import check_power
 from .backends.base import Runner
 from .errors import NumericalError
 from .schedule import Schedule
+from .settings import Settings
 
 NOISE_STREAM_INIT = 0
 NOISE_STREAM_DIG = 1
-
-
-@dataclass
-class Settings:
-    """Sampler settings; the defaults are the ones chosen in docs/QUALITY.md. Each task's ``dig_tau``,
-    ``steps`` and ``dig_window`` are ``api.TASK_DEFAULTS`` (``api.default_settings(task)``)."""
-
-    steps: int = 10
-    timesteps: Optional[Tuple[int, ...]] = None  # explicit descending schedule (overrides steps), e.g. calibrated
-    guidance: str = "dig"
-    dig_every: int = 2
-    dig_window: int = 41
-    dig_passes: int = 3  # box means of dig_window in turn: 3 is near a Gaussian, std 20 px at 41 (docs/QUALITY.md)
-    dig_tau: float = 1.0
-    dig_norm: str = "spread"  # "spread": temperature dig_tau x RMS gain spread; "absolute": dig_tau itself
-    em_window: int = 9  # E-step weights: geometric mean over em_window x em_window; 1 = DDFM (docs/QUALITY.md)
-    em_window_side: int = 256  # the long side (px) em_window is given at, scaled to the sources'; 0: pixels
-    em_power: float = 0.5  # E-step weights raised to this power after the window; 1 = DDFM (docs/QUALITY.md)
-    lamb: float = 0.5
-    rho: float = 0.001
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.guidance not in ("dig", "static"):
-            raise ValueError(f"guidance must be 'dig' or 'static', got {self.guidance!r}")
-        if self.dig_norm not in ("spread", "absolute"):
-            raise ValueError(f"dig_norm must be 'spread' or 'absolute', got {self.dig_norm!r}")
-        if self.timesteps is not None:
-            self.timesteps = tuple(int(t) for t in self.timesteps)
-            self.steps = len(self.timesteps)
-        if self.steps < 1 or self.dig_every < 1:
-            raise ValueError("steps and dig_every must be >= 1")
-        if self.dig_passes < 1:
-            raise ValueError(f"dig_passes must be >= 1, got {self.dig_passes}")
-        for name in ("dig_window", "em_window"):
-            if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
-                raise ValueError(f"{name} must be a positive odd number, got {getattr(self, name)}")
-        check_power(self.em_power)
-        if self.em_window_side < 0:
-            raise ValueError(f"em_window_side must be >= 0 (0: em_window in pixels), got {self.em_window_side}")
 
 
 def scaled_window(window: int, long_side: int, window_side: int) -> int:

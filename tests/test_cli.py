@@ -12,8 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from dig2dig.runtime import api, cli
-from dig2dig.runtime.cli import main
+from dig2dig.cli import main
+from dig2dig.runtime import api, cli, settings
+from dig2dig.runtime.errors import InputError
+from dig2dig.runtime.options import settings_from_args
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TNO = SHARED / "data" / "ivf" / "TNO"
@@ -47,20 +49,30 @@ def test_fuse_writes_outputs(pair: Tuple[str, str], tmp_path: Path) -> None:
     assert montage is not None and montage.shape[1] == 2 * 256
 
 
-@pytest.mark.parametrize("task", list(api.TASKS))
-def test_task_defaults_unless_given(task: str) -> None:
+@pytest.mark.parametrize("task", list(settings.TASKS))
+def test_task_defaults_unless_given(task: str, tmp_path: Path) -> None:
     """Without --steps, --dig-tau or --dig-window a task runs its TASK_DEFAULTS (ivf tau 0.667 and window 61, mif
-    0.25 and 41); given, they win."""
-    def settings(*extra: str) -> "cli.Settings":
-        return cli._settings(cli.build_parser().parse_args(["fuse", "a.png", "b.png", "-o", "f.png", "--task", task,
-                                                            *extra]))
+    0.25 and 41); a --config file overrides them, and options given on the command line win over both."""
+    def parsed(*extra: str) -> settings.Settings:
+        return settings_from_args(cli.build_parser({}).parse_args(["fuse", "a.png", "b.png", "-o", "f.png",
+                                                                   "--task", task, *extra]))
 
-    chosen = settings()
-    assert {field: getattr(chosen, field) for field in api.TASK_FIELDS} == api.TASK_DEFAULTS[task]
-    assert api.TASK_DEFAULTS["ivf"]["dig_tau"] == 0.667 and api.TASK_DEFAULTS["mif"]["dig_tau"] == 0.25
-    assert api.TASK_DEFAULTS["ivf"]["dig_window"] == 61 and api.TASK_DEFAULTS["mif"]["dig_window"] == 41
-    given = settings("--steps", "7", "--dig-tau", "3", "--dig-window", "9")
+    chosen = parsed()
+    defaults = settings.TASK_DEFAULTS
+    assert {field: getattr(chosen, field) for field in settings.TASK_FIELDS} == defaults[task]
+    assert chosen == settings.resolve(task)
+    assert defaults["ivf"]["dig_tau"] == 0.667 and defaults["mif"]["dig_tau"] == 0.25
+    assert defaults["ivf"]["dig_window"] == 61 and defaults["mif"]["dig_window"] == 41
+    given = parsed("--steps", "7", "--dig-tau", "3", "--dig-window", "9")
     assert (given.steps, given.dig_tau, given.dig_window) == (7, 3.0, 9)
+    config = tmp_path / "saved.json"
+    config.write_text(json.dumps({"steps": 4, "em_power": 1, "dig_norm": "absolute"}))
+    saved = parsed("--config", str(config), "--steps", "6")
+    assert (saved.steps, saved.em_power, saved.dig_tau) == (6, 1.0, settings.PAPER_DIG_TAU)
+    assert saved.dig_window == defaults[task]["dig_window"]
+    config.write_text(json.dumps({"stepz": 4}))
+    with pytest.raises(InputError, match="saved.json: unknown setting"):
+        parsed("--config", str(config))
 
 
 def test_bench_reports_each_stage(pair: Tuple[str, str], capsys: pytest.CaptureFixture) -> None:
@@ -165,8 +177,6 @@ def test_bad_input_is_one_clear_line(problem: str, pair: Tuple[str, str], tmp_pa
 
 def test_more_than_two_sources_is_refused(pair: Tuple[str, str]) -> None:
     from dig2dig.runtime import api
-    from dig2dig.runtime.errors import InputError
-
     with pytest.raises(InputError, match="exactly 2 sources"):
         api.prepare_sources([pair[0], pair[1], pair[0]])
 
@@ -192,7 +202,7 @@ def test_fuse_runs_where_torch_cannot_be_imported(pair: Tuple[str, str], tmp_pat
     (blocker / "torch" / "__init__.py").write_text("raise ImportError('torch is blocked in this test')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")]))
     out = tmp_path / "fused.png"
-    code = ("import sys, dig2dig.runtime.cli as c; r = c.main(sys.argv[1:]); "
+    code = ("import sys, dig2dig.cli as c; r = c.main(sys.argv[1:]); "
             "assert 'torch' not in sys.modules or sys.modules['torch'] is None; sys.exit(r)")
     proc = subprocess.run([sys.executable, "-c", code, "fuse", *pair, "-o", str(out), "--steps", "2", "-q"],
                           env=env, capture_output=True, text=True, timeout=300)
