@@ -33,17 +33,15 @@ setup(
         # Headless build: CI machines and Jetsons without a desktop have no libGL,
         # which the plain opencv-python wheel needs at import. Same cv2 API.
         "opencv-python-headless>=4.5",
-        "tqdm>=4.62",
     ],
     extras_require={
         "ort": ["onnxruntime>=1.15"],
         "gpu": ["pycuda>=2022.1"],
-        "export": ["torch>=2.1", "onnx>=1.14", "onnxscript", "safetensors>=0.4", "onnxruntime>=1.15"],
-        "eval": ["scipy>=1.7", "scikit-image>=0.19", "scikit-learn>=1.0"],
+        "export": ["torch>=2.1", "onnx>=1.14", "onnxscript", "safetensors>=0.4", "onnxruntime>=1.15", "tqdm>=4.62"],
+        "eval": ["scipy>=1.7", "scikit-image>=0.19"],
         "test": [
-            "pytest>=7", "torch>=2.1", "onnx>=1.14", "onnxscript", "safetensors>=0.4",
-            "onnxruntime>=1.15", "scipy>=1.7", "scikit-image>=0.19", "scikit-learn>=1.0",
-            "mypy>=1.5",
+            "pytest>=7", "torch>=2.1", "onnx>=1.14", "onnxscript", "safetensors>=0.4", "tqdm>=4.62",
+            "onnxruntime>=1.15", "scipy>=1.7", "scikit-image>=0.19", "mypy>=1.5",
         ],
     },
     entry_points={"console_scripts": ["dig2dig = dig2dig.cli:main"]},

@@ -11,6 +11,7 @@ from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import Dig2DigError
 from .options import add_settings_options, settings_from_args
+from .progress import Progress
 from .settings import TASKS
 
 # Commands served outside the runtime, by name: (help, handler of the raw arguments after the name).
@@ -18,16 +19,14 @@ External = Mapping[str, Tuple[str, Callable[[List[str]], int]]]
 
 
 def _fuse(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from . import api, io
 
     init_noise = io.read_npy(args.init_noise) if args.init_noise else None
     settings = settings_from_args(args)
-    with tqdm(total=settings.steps, desc="fuse", unit="step", disable=args.quiet, delay=0.5) as bar:
+    with Progress("fuse", settings.steps, quiet=args.quiet) as bar:
         result = api.fuse(args.a, args.b, task=args.task, model=args.model, backend=args.backend,
                           settings=settings, init_noise=init_noise, resize=args.resize,
-                          stretch=args.stretch, progress=lambda i, n: bar.update(i - bar.n))
+                          stretch=args.stretch, progress=lambda i, n: bar.update(i))
     if args.save_raw:
         io.write_npy(args.save_raw, result.raw)
     if args.save_dig_maps:
