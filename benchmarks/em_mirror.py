@@ -51,13 +51,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DIFFER = 0.1  # |B - A| in [0, 1] luminance above which a pixel's blend fraction is measured
 
 
-def em_step_unmirrored(f_pre: np.ndarray, I: np.ndarray, V: np.ndarray, state: em.EMState,  # noqa: E741
-                       lamb: float = 0.5, rho: float = 0.001, w_i: Optional[np.ndarray] = None,
-                       w_v: Optional[np.ndarray] = None, window: int = 1,
+def em_step_unmirrored(f_pre: np.ndarray, a: np.ndarray, b: np.ndarray, state: em.EMState,
+                       lamb: float = 0.5, rho: float = 0.001, w_a: Optional[np.ndarray] = None,
+                       w_b: Optional[np.ndarray] = None, window: int = 1,
                        power: float = 1.0) -> Tuple[np.ndarray, em.EMState]:
     """DDFM's EM step returning X + V instead of I - X, each source's weight on its own pull."""
-    fused, state = em.em_step(f_pre, I, V, state, lamb, rho, w_v, w_i, window, power)
-    return I + V - fused, state
+    fused, state = em.em_step(f_pre, a, b, state, lamb, rho, w_b, w_a, window, power)
+    return a + b - fused, state
 
 
 def scores(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> Tuple[float, float, float]:

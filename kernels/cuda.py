@@ -393,21 +393,23 @@ class CudaKernels:
                            partials=zeros("em_partials", (2 * grid[0] * grid[1],)),
                            counter=zeros("em_counter", (1,), np.uint32))
 
-    def em_step(self, f_pre: Any, I: Any, V: Any, state: CudaEMState, lamb: float, rho: float,  # noqa: E741
-                w_i: Optional[Any], w_v: Optional[Any], out: Any, window: int = 1, power: float = 1.0) -> None:
+    def em_step(self, f_pre: Any, a: Any, b: Any, state: CudaEMState, lamb: float, rho: float,
+                w_a: Optional[Any], w_b: Optional[Any], out: Any, window: int = 1, power: float = 1.0) -> None:
         """One EM step on ``(H, W)`` arrays: the fused estimate into ``out``, ``state`` updated in place.
 
-        As ``em.em_step`` (``window`` > 1: the E-step weights' geometric mean; ``power``) except that the TV
+        As ``em.em_step`` (sources A and B in that order, mapped to DDFM's ``I = b``, ``V = a`` as
+        there; ``window`` > 1: the E-step weights' geometric mean; ``power``) except that the TV
         proximal solve runs :data:`EM_SOLVE_ITERATIONS` Chebyshev iterations (from zero, with the
         FFT's circular differences) instead of an FFT.
         """
+        I, V, w_i, w_v = b, a, w_b, w_a  # noqa: E741
         if (w_i is None) != (w_v is None):
-            raise ValueError("give both source weights w_i and w_v, or neither")
+            raise ValueError("give both source weights w_a and w_b, or neither")
         shape = state.shape
         check_box_window("EM", window, shape)
         check_power(power)
-        arrays = [("f_pre", f_pre), ("I", I), ("V", V), ("out", out)]
-        arrays += [] if w_i is None else [("w_i", w_i), ("w_v", w_v)]
+        arrays = [("f_pre", f_pre), ("a", a), ("b", b), ("out", out)]
+        arrays += [] if w_a is None else [("w_a", w_a), ("w_b", w_b)]
         for name, array in arrays:
             _check(name, array, shape)
         height, width = shape

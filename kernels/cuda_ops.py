@@ -237,14 +237,14 @@ class CudaOps:
     def em_init(self, shape: Tuple[int, int]) -> CudaEMState:
         return self.kernels.em_init(shape, self.pool.take)
 
-    def em_step(self, f_pre: Any, I: Any, V: Any, state: CudaEMState, lamb: float, rho: float,  # noqa: E741
-                w_i: Optional[Any] = None, w_v: Optional[Any] = None, window: int = 1,
+    def em_step(self, f_pre: Any, a: Any, b: Any, state: CudaEMState, lamb: float, rho: float,
+                w_a: Optional[Any] = None, w_b: Optional[Any] = None, window: int = 1,
                 power: float = 1.0) -> Tuple[Any, CudaEMState]:
         """``(F, state)`` as ``em.em_step``; the returned state is ``state``, updated in place."""
-        out = self.pool.take("em_step", I.shape)
+        out = self.pool.take("em_step", a.shape)
         dense = self._contiguous
-        self.kernels.em_step(dense(f_pre), dense(I), dense(V), state, lamb, rho, None if w_i is None else dense(w_i),
-                             None if w_v is None else dense(w_v), out, window, power)
+        self.kernels.em_step(dense(f_pre), dense(a), dense(b), state, lamb, rho, None if w_a is None else dense(w_a),
+                             None if w_b is None else dense(w_b), out, window, power)
         return out, state
 
     # -- lifetime --------------------------------------------------------------------------------

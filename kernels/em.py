@@ -14,15 +14,16 @@ step moves F away from whichever source f_pre is near (``benchmarks/em_mirror.py
 that does to Dig2DIG's weights).
 
 Dig2DIG (Cao et al. 2025, arXiv 2503.18627) weights each source per pixel. Here the weights
-``w_i``, ``w_v`` (summing to 1 per pixel) scale, in the X update only, the data term that pulls the
-returned F toward that source: D -> 2 w_i D and C -> 2 w_v C (K w with K = 2 sources). Uniform
-weights reproduce DDFM exactly; the E-step and the tau updates stay DDFM's.
+``w_i``, ``w_v`` of I and V (``em_step``'s ``w_b``, ``w_a``; summing to 1 per pixel) scale, in
+the X update only, the data term that pulls the returned F toward that source: D -> 2 w_i D and
+C -> 2 w_v C (K w with K = 2 sources). Uniform weights reproduce DDFM exactly; the E-step and the
+tau updates stay DDFM's.
 
 Our first change to DDFM, off by default in this function (``window = 1``; the sampler's default
 is 9, ``Settings.em_window``): C and D are set per pixel by ``|I - f|`` and ``|f - V|``, so where
 the sources differ little they swing by orders of magnitude between neighbouring pixels, and F
-flips from one source to the other pixel by pixel: the speckle of docs/QUALITY_LOG.md (sixth
-session, "E-step window"). ``window`` > 1 replaces C and D by their ``window`` x ``window``
+flips from one source to the other pixel by pixel: the speckle of docs/QUALITY.md ("E-step
+window"). ``window`` > 1 replaces C and D by their ``window`` x ``window``
 geometric means (``exp(box_mean(log))``, reflect-101 borders) after the clamp and the tau updates,
 before the source weights scale them: a weight's scale, not its per-pixel noise, decides which
 source a pixel follows.
@@ -87,21 +88,24 @@ def check_power(power: float) -> None:
         raise ValueError(f"em_power must be in [0, 1] (1: DDFM's E-step), got {power}")
 
 
-def em_step(f_pre: np.ndarray, I: np.ndarray, V: np.ndarray, state: EMState, lamb: float = 0.5,
-            rho: float = 0.001, w_i: Optional[np.ndarray] = None,
-            w_v: Optional[np.ndarray] = None, window: int = 1,
+def em_step(f_pre: np.ndarray, a: np.ndarray, b: np.ndarray, state: EMState, lamb: float = 0.5,
+            rho: float = 0.001, w_a: Optional[np.ndarray] = None,
+            w_b: Optional[np.ndarray] = None, window: int = 1,
             power: float = 1.0) -> Tuple[np.ndarray, EMState]:
     """One EM step on ``(H, W)`` arrays: the fused estimate F and the state for the next step.
 
-    ``f_pre`` is the current luminance estimate, ``I`` and ``V`` the sources (in DDFM's sampler
-    I is the visible and V the infrared image). ``w_i`` / ``w_v`` are optional per-pixel source
-    weights (both or neither; see the module docstring), None meaning DDFM's uniform 0.5 / 0.5.
-    ``lamb`` weighs the TV term and ``rho`` is the splitting penalty (DDFM's sampler passes
-    0.5 and 0.001). ``window`` smooths the E-step weights and ``power`` in [0, 1] weakens them
-    (module docstring); window = 1 and power = 1 are DDFM.
+    ``f_pre`` is the current luminance estimate, ``a`` and ``b`` the sources A and B in the CLI's
+    order, ``w_a`` / ``w_b`` their optional per-pixel weights (both or neither; see the module
+    docstring), None meaning DDFM's uniform 0.5 / 0.5. DDFM's ``EM_onestep(f_pre, I, V, ...)`` calls
+    B its ``I`` and A its ``V`` (visible and infrared in DDFM's IVF setup): the step maps ``I = b``,
+    ``V = a``, ``w_i = w_b``, ``w_v = w_a`` on entry and uses DDFM's names from there on (so does
+    its CUDA twin, ``CudaKernels.em_step``). ``lamb`` weighs the TV term and ``rho`` is the splitting penalty (DDFM's
+    sampler passes 0.5 and 0.001). ``window`` smooths the E-step weights and ``power`` in [0, 1]
+    weakens them (module docstring); window = 1 and power = 1 are DDFM.
     """
+    I, V, w_i, w_v = b, a, w_b, w_a  # noqa: E741
     if (w_i is None) != (w_v is None):
-        raise ValueError("give both source weights w_i and w_v, or neither")
+        raise ValueError("give both source weights w_a and w_b, or neither")
     check_box_window("EM", window, f_pre.shape)
     check_power(power)
     two = f_pre.dtype.type(2)

@@ -86,8 +86,8 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
            check_finite: bool = True) -> Any:
     """Fuse two sources into a sample of the prior's model space.
 
-    ``sources``: ``(2, H, W)`` luminance in [-1, 1], ordered (A, B) as the CLI's roles; DDFM's EM
-    calls B its ``I`` and A its ``V`` (visible and infrared in DDFM's own IVF setup).
+    ``sources``: ``(2, H, W)`` luminance in [-1, 1], ordered (A, B) as the CLI's roles (the EM step
+    takes them in that order and maps them to DDFM's names, ``kernels/em.py``).
     ``x_T``: ``(C, H, W)`` start noise, C the model's input channels. Returns x_0 ``(C, H, W)``.
     ``check_finite``: raise :class:`NumericalError` if the model returned NaN/Inf (reads the
     device record, so it waits for the GPU); False leaves that to :func:`raise_if_nonfinite`, for
@@ -140,9 +140,9 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
 
         with stage("guidance"):
             ycc = ops.rgb_to_ycbcr(x0) if channels == 3 else x0
-            fused, em_state = ops.em_step(ycc[0], sources[1], sources[0], em_state, settings.lamb, settings.rho,
-                                          None if weights is None else weights[1],
-                                          None if weights is None else weights[0], em_window, settings.em_power)
+            fused, em_state = ops.em_step(ycc[0], sources[0], sources[1], em_state, settings.lamb, settings.rho,
+                                          None if weights is None else weights[0],
+                                          None if weights is None else weights[1], em_window, settings.em_power)
             x0 = ops.ycbcr_to_rgb(ops.replace_channel0(ycc, fused)) if channels == 3 else fused[None]
             x = ops.ddim_update(x, x0, abar, abar_prev)
         if progress is not None:

@@ -146,11 +146,11 @@ class FakeKernels:
     def em_init(self, shape, take=None):
         return FakeEMState(em.em_init(shape, np.float32))
 
-    def em_step(self, f_pre, I, V, state, lamb, rho, w_i, w_v, out, window=1, power=1.0):  # noqa: E741
-        weights = [None if w is None else dense("w", w, I.shape) for w in (w_i, w_v)]
-        F, state.state = em.em_step(dense("f_pre", f_pre, I.shape), dense("I", I), dense("V", V, I.shape),
+    def em_step(self, f_pre, a, b, state, lamb, rho, w_a, w_b, out, window=1, power=1.0):
+        weights = [None if w is None else dense("w", w, a.shape) for w in (w_a, w_b)]
+        F, state.state = em.em_step(dense("f_pre", f_pre, a.shape), dense("a", a), dense("b", b, a.shape),
                                     state.state, lamb, rho, *weights, window, power)
-        dense("out", out, I.shape)[...] = F
+        dense("out", out, a.shape)[...] = F
 
     def mark_nonfinite(self, x, step, record):
         numpy_ops.mark_nonfinite(dense("x", x), step, record.arr)

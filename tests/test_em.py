@@ -20,6 +20,7 @@ def ref():
     return np.load(EM_NPZ)
 
 
+# em_step takes the sources in A/B order: DDFM's V is source A, its I source B.
 def _inputs(ref, dtype):
     return tuple(ref[key][0, 0].astype(dtype) for key in ("f_pre", "I", "V"))
 
@@ -39,7 +40,7 @@ def test_five_iterations_match_ddfm(ref, dtype, tag, atol):
     f_pre, I, V = _inputs(ref, dtype)
     state = em_init(I.shape, dtype)
     for k in range(5):
-        F, state = em_step(f_pre, I, V, state, lamb=0.5, rho=0.001)
+        F, state = em_step(f_pre, V, I, state, lamb=0.5, rho=0.001)
         assert F.dtype == dtype and state.F1.dtype == dtype
         np.testing.assert_allclose(F, ref[f"F_{tag}_iter{k}"][0, 0], rtol=0, atol=atol)
         assert float(state.tau_a) == pytest.approx(ref[f"tau_a_{tag}"][k], rel=1e-6)
@@ -53,7 +54,7 @@ def _run(ref, steps, w_i=None, w_v=None):
     f_pre, I, V = _inputs(ref, np.float32)
     state = em_init(I.shape, np.float32)
     for _ in range(steps):
-        F, state = em_step(f_pre, I, V, state, w_i=w_i, w_v=w_v)
+        F, state = em_step(f_pre, V, I, state, w_a=w_v, w_b=w_i)
     return F, state
 
 
@@ -91,7 +92,7 @@ def test_weights_act_per_pixel(ref):
 def test_weights_come_in_pairs(ref):
     f_pre, I, V = _inputs(ref, np.float32)
     with pytest.raises(ValueError, match="both"):
-        em_step(f_pre, I, V, em_init(I.shape), w_i=np.full(I.shape, 0.5, np.float32))
+        em_step(f_pre, V, I, em_init(I.shape), w_b=np.full(I.shape, 0.5, np.float32))
 
 
 def test_f_is_a_blend_of_the_sources_mirrored_from_f_pre():
@@ -102,18 +103,18 @@ def test_f_is_a_blend_of_the_sources_mirrored_from_f_pre():
     I, V = np.full((32, 32), 0.6, np.float32), np.full((32, 32), -0.4, np.float32)  # noqa: E741
     share = {}
     for near, f_pre in (("I", I - 0.05), ("V", V + 0.05)):
-        F, _ = em_step(f_pre, I, V, em_init(I.shape))
+        F, _ = em_step(f_pre, V, I, em_init(I.shape))
         share[near] = float(((F - V) / (I - V)).mean())
     assert share["I"] == pytest.approx(0.05, abs=1e-3) and share["V"] == pytest.approx(2 / 3, abs=1e-3)
     # f_pre already DIG's blend (share w_i of I): the step returns w_i (1 - a) / (w_i (1 - a) + w_v a) = 1/2.
     w_i = np.full(I.shape, 0.64, np.float32)
-    F, _ = em_step(V + 0.64 * (I - V), I, V, em_init(I.shape), w_i=w_i, w_v=1 - w_i)
+    F, _ = em_step(V + 0.64 * (I - V), V, I, em_init(I.shape), w_a=1 - w_i, w_b=w_i)
     assert float(((F - V) / (I - V)).mean()) == pytest.approx(0.5, abs=1e-3)
     f_pre, I, V = noisy_tno_pair()  # noqa: E741
     w_i = np.random.default_rng(0).uniform(0.05, 0.95, I.shape).astype(np.float32)
     low, high = np.minimum(I, V), np.maximum(I, V)
     for window in (1, 9):
-        F, _ = em_step(f_pre, I, V, em_init(I.shape), w_i=w_i, w_v=1 - w_i, window=window)
+        F, _ = em_step(f_pre, V, I, em_init(I.shape), w_a=1 - w_i, w_b=w_i, window=window)
         assert ((F >= low - 1e-3) & (F <= high + 1e-3)).all()
 
 
@@ -124,14 +125,14 @@ def test_power_moves_the_blend_to_the_weights(power):
     at gamma = 1 and the weights themselves at gamma = 0; F stays between the sources."""
     I, V = np.full((32, 32), 0.6, np.float32), np.full((32, 32), -0.4, np.float32)  # noqa: E741
     w_i = np.full(I.shape, 0.64, np.float32)
-    F, _ = em_step(V + 0.64 * (I - V), I, V, em_init(I.shape), w_i=w_i, w_v=1 - w_i, power=power)
+    F, _ = em_step(V + 0.64 * (I - V), V, I, em_init(I.shape), w_a=1 - w_i, w_b=w_i, power=power)
     odds = (0.64 / 0.36) ** (1 - power)
     assert float(((F - V) / (I - V)).mean()) == pytest.approx(odds / (1 + odds), abs=1e-3)
     f_pre, I, V = noisy_tno_pair()  # noqa: E741
     w_i = np.random.default_rng(0).uniform(0.05, 0.95, I.shape).astype(np.float32)
-    F, state = em_step(f_pre, I, V, em_init(I.shape), w_i=w_i, w_v=1 - w_i, window=9, power=power)
+    F, state = em_step(f_pre, V, I, em_init(I.shape), w_a=1 - w_i, w_b=w_i, window=9, power=power)
     assert ((F >= np.minimum(I, V) - 1e-3) & (F <= np.maximum(I, V) + 1e-3)).all()
-    _, ddfm = em_step(f_pre, I, V, em_init(I.shape), w_i=w_i, w_v=1 - w_i, window=9)
+    _, ddfm = em_step(f_pre, V, I, em_init(I.shape), w_a=1 - w_i, w_b=w_i, window=9)
     assert (state.tau_a, state.tau_b) == (ddfm.tau_a, ddfm.tau_b)  # the E-step's taus stay DDFM's
     if power == 0:
         np.testing.assert_allclose(F, w_i * I + (1 - w_i) * V, atol=2e-3)
@@ -155,7 +156,7 @@ def test_em_window_removes_the_per_pixel_flips():
     neighbours = apart[:, 1:] & apart[:, :-1]
     flips, correlation = {}, {}
     for window in (1, 5):
-        F, state = em_step(f_pre, I, V, em_init(I.shape), window=window)
+        F, state = em_step(f_pre, V, I, em_init(I.shape), window=window)
         share = np.where(apart, (F - V) / np.where(apart, I - V, 1), 0)
         flips[window] = np.abs(np.diff(share, axis=1))[neighbours].mean()
         middle = 0.5 * (I + V)
@@ -170,11 +171,11 @@ def test_em_window_keeps_smooth_weights_and_the_taus():
     changes nothing; the tau updates use the per-pixel C, D in every case (DDFM's)."""
     f_pre, I, V = noisy_tno_pair()  # noqa: E741
     offset_f, offset_i = (V + 0.3).astype(np.float32), (V + 0.5).astype(np.float32)
-    plain, _ = em_step(offset_f, offset_i, V, em_init(V.shape))
-    windowed, _ = em_step(offset_f, offset_i, V, em_init(V.shape), window=5)
+    plain, _ = em_step(offset_f, V, offset_i, em_init(V.shape))
+    windowed, _ = em_step(offset_f, V, offset_i, em_init(V.shape), window=5)
     np.testing.assert_allclose(windowed, plain, rtol=0, atol=1e-6)
-    _, state_plain = em_step(f_pre, I, V, em_init(I.shape))
-    _, state_windowed = em_step(f_pre, I, V, em_init(I.shape), window=9)
+    _, state_plain = em_step(f_pre, V, I, em_init(I.shape))
+    _, state_windowed = em_step(f_pre, V, I, em_init(I.shape), window=9)
     assert state_windowed.tau_a == state_plain.tau_a and state_windowed.tau_b == state_plain.tau_b
 
 
@@ -182,4 +183,4 @@ def test_em_window_keeps_smooth_weights_and_the_taus():
 def test_em_window_must_be_odd_and_fit(ref, window):
     f_pre, I, V = _inputs(ref, np.float32)  # 128 x 128: a radius of 128 does not fit
     with pytest.raises(ValueError, match="EM window"):
-        em_step(f_pre, I, V, em_init(I.shape), window=window)
+        em_step(f_pre, V, I, em_init(I.shape), window=window)

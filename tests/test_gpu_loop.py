@@ -122,9 +122,9 @@ def test_dig_and_em_ops(ops):
     state, device_state = NUMPY_OPS.em_init(f_pre.shape), ops.em_init(f_pre.shape)
     device_f, host_weights = ops.from_host(f_pre), ops.from_host(weights)  # the same weights on both sides
     for _ in range(3):
-        F, state = NUMPY_OPS.em_step(f_pre, sources[1], sources[0], state, 0.5, 0.001, weights[1], weights[0])
-        device_F, device_state = ops.em_step(device_f, device[0][1], device[0][0], device_state, 0.5, 0.001,
-                                             host_weights[1], host_weights[0])
+        F, state = NUMPY_OPS.em_step(f_pre, sources[0], sources[1], state, 0.5, 0.001, weights[0], weights[1])
+        device_F, device_state = ops.em_step(device_f, device[0][0], device[0][1], device_state, 0.5, 0.001,
+                                             host_weights[0], host_weights[1])
         same(ops, device_F, F, atol=5e-6)
 
 

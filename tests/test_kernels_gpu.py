@@ -154,15 +154,15 @@ def test_color_real_and_random(kernels):
         assert np.abs(back - color.ycbcr_to_rgb(ycc)).max() <= 1e-6
 
 
-def compare_em(kernels: CudaKernels, f_pre, I, V, steps: int, weights=None, window: int = 1,  # noqa: E741
+def compare_em(kernels: CudaKernels, f_pre, a, b, steps: int, weights=None, window: int = 1,
                power: float = 1.0) -> None:
     """``steps`` EM steps on the GPU and in NumPy from the same start, compared after each step."""
-    state, gpu_state = em.em_init(I.shape, np.float32), kernels.em_init(I.shape)
-    device = [to_gpu(a) for a in (f_pre, I, V)]
+    state, gpu_state = em.em_init(a.shape, np.float32), kernels.em_init(a.shape)
+    device = [to_gpu(x) for x in (f_pre, a, b)]
     device_weights = [None, None] if weights is None else [to_gpu(w) for w in weights]
     for k in range(steps):
-        F, state = em.em_step(f_pre, I, V, state, 0.5, 0.001, *(weights or (None, None)), window, power)
-        out = poisoned(I.shape)
+        F, state = em.em_step(f_pre, a, b, state, 0.5, 0.001, *(weights or (None, None)), window, power)
+        out = poisoned(a.shape)
         kernels.em_step(*device, gpu_state, 0.5, 0.001, *device_weights, out, window, power)
         kernels.synchronize()
         gpu_F = out.get()
@@ -172,7 +172,7 @@ def compare_em(kernels: CudaKernels, f_pre, I, V, steps: int, weights=None, wind
                   "F1": np.abs(gpu_state.F1.get() - state.F1).max() / np.abs(state.F1).max(),
                   "F2": np.abs(gpu_state.F2.get() - state.F2).max() / np.abs(state.F2).max()}
         listed = ", ".join(f"{key} {value:.2e}" for key, value in errors.items())
-        print(f"em {I.shape} window {window} power {power:g} step {k}: {listed}")
+        print(f"em {a.shape} window {window} power {power:g} step {k}: {listed}")
         assert not np.isnan(gpu_F).any(), "unwritten (NaN) outputs"
         assert errors["F"] <= (5e-6 if window == 1 else 2e-5) and errors["tau_a"] <= 2e-6 and errors["tau_b"] <= 2e-6
         assert errors["F1"] <= 1e-5 and errors["F2"] <= 1e-5
@@ -182,23 +182,23 @@ def test_em_ddfm_reference(kernels):
     if not EM_NPZ.exists():
         pytest.skip(f"shared DDFM EM reference not found at {EM_NPZ}")
     ref = np.load(EM_NPZ)
-    compare_em(kernels, *(ref[key][0, 0] for key in ("f_pre", "I", "V")), steps=5)
+    compare_em(kernels, *(ref[key][0, 0] for key in ("f_pre", "V", "I")), steps=5)  # A = V, B = I
 
 
 def test_em_real_weighted(kernels):
     f_pre, I, V = noisy_tno_pair()  # noqa: E741
     sources = np.stack([V, I])  # real_sources(): infrared, visible
     weights, _ = dig.dig_weights(sources, *plausible_estimates(sources), 9, 1.0)
-    compare_em(kernels, f_pre, I, V, steps=3, weights=(weights[1], weights[0]))
-    compare_em(kernels, f_pre[:100, :130], I[:100, :130], V[:100, :130], steps=2)
+    compare_em(kernels, f_pre, V, I, steps=3, weights=(weights[0], weights[1]))
+    compare_em(kernels, f_pre[:100, :130], V[:100, :130], I[:100, :130], steps=2)
 
 
 def test_em_real_windowed(kernels):
     f_pre, I, V = noisy_tno_pair()  # noqa: E741
     sources = np.stack([V, I])  # real_sources(): infrared, visible
     weights, _ = dig.dig_weights(sources, *plausible_estimates(sources), 9, 1.0)
-    compare_em(kernels, f_pre, I, V, steps=3, weights=(weights[1], weights[0]), window=5)
-    compare_em(kernels, f_pre[:7, :130], I[:7, :130], V[:7, :130], steps=2, window=13)  # radius 6 < 7 rows
+    compare_em(kernels, f_pre, V, I, steps=3, weights=(weights[0], weights[1]), window=5)
+    compare_em(kernels, f_pre[:7, :130], V[:7, :130], I[:7, :130], steps=2, window=13)  # radius 6 < 7 rows
 
 
 @pytest.mark.parametrize("power", [0.5, 0.0])
@@ -206,4 +206,4 @@ def test_em_real_power(kernels, power):
     f_pre, I, V = noisy_tno_pair()  # noqa: E741
     sources = np.stack([V, I])  # real_sources(): infrared, visible
     weights, _ = dig.dig_weights(sources, *plausible_estimates(sources), 9, 1.0)
-    compare_em(kernels, f_pre, I, V, steps=3, weights=(weights[1], weights[0]), window=9, power=power)
+    compare_em(kernels, f_pre, V, I, steps=3, weights=(weights[0], weights[1]), window=9, power=power)

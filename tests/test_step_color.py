@@ -31,7 +31,7 @@ def test_ddfm_loop_per_step(sampler_ref, dtype):
         np.testing.assert_allclose(x0, sampler_ref["r10_pred_xstart_clipped"][i, 0], rtol=0, atol=1e-5)
         ycc = rgb_to_ycbcr(x0)
         np.testing.assert_allclose(ycc[0], sampler_ref["r10_em_f_pre"][i, 0, 0], rtol=0, atol=1e-5)
-        ycc[0], state = em_step(ycc[0], I, V, state, lamb=0.5, rho=0.001)
+        ycc[0], state = em_step(ycc[0], V, I, state, lamb=0.5, rho=0.001)  # A = V, B = I
         np.testing.assert_allclose(ycc[0], sampler_ref["r10_em_F"][i, 0, 0], rtol=0, atol=1e-5)
         assert float(state.tau_a) == pytest.approx(sampler_ref["r10_tau_a"][i], rel=1e-6)
         assert float(state.tau_b) == pytest.approx(sampler_ref["r10_tau_b"][i], rel=1e-6)
