@@ -1,17 +1,14 @@
-"""``dig2dig eval``: fuse every pair of a data folder with several methods and tabulate the metrics.
+"""``dig2dig eval``: fuse and score every pair of a folder with several methods.
 
-Layout: ``DIR/TASK/DATASET/{a,b}/NAME.*``; ``DIR/manifest.csv`` (task, dataset, name, a_path,
-b_path) lists the pairs when present. ``dig`` and ``static`` are the diffusion sampler
-(``api.fuse``, one runner shared by all fusions); ``average`` and ``laplacian`` are cheap classical
-anchors on luminance. Every output is scored with ``runtime/metrics.py`` (grey 0..255, A then B,
-the CDDFuse Evaluator conventions) against the sources it was fused from.
+Pairs are laid out ``DATA/TASK/DATASET/{a,b}/NAME.*``, or listed by ``DATA/manifest.csv`` (columns
+task, dataset, name, a_path, b_path; paths relative to DATA). Methods: ``dig`` and ``static`` (the
+diffusion sampler, one runner shared by all fusions) and the classical anchors ``average`` and
+``laplacian`` on luminance. Every output is scored with ``runtime/metrics.py`` against its sources.
 
-What OUTDIR receives: ``per_pair.csv`` (one row per pair and method, rewritten atomically after
-each fusion, so an interrupted run loses at most one fusion and a rerun skips what is there),
-``summary.csv`` (mean and std per task/dataset/method and per task/method), ``report.md`` (tables
-and picture strips), ``fused/METHOD/TASK_DATASET_NAME.png``, ``weights/`` (DIG weights of the last
-refresh), ``strips/``, ``sources/`` (the downscaled copies with ``--max-side``) and ``run.json``
-(the settings: one folder never mixes results of different settings).
+OUTDIR receives ``per_pair.csv`` (one row per pair and method, rewritten after each fusion, so a
+rerun resumes where a run stopped), ``summary.csv`` (mean and std per task/dataset/method; dataset
+``all`` per task/method), ``report.md``, ``fused/METHOD/TASK_DATASET_NAME.png`` and ``run.json``
+(the settings of each task, the size and the model: a folder never mixes results of other settings).
 """
 from __future__ import annotations
 
@@ -20,12 +17,11 @@ import csv
 import io as text_io
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -34,20 +30,17 @@ from tqdm import tqdm
 from ..models import sha256
 from . import api, io
 from .backends.base import Runner
-from .dig_maps import LABEL_HEIGHT, TILE_WIDTH, montage
 from .errors import InputError
 from .metrics import METRIC_NAMES, SINGLE, TRIPLE, read_gray
 from .options import add_settings_options, setting_overrides
-from .settings import TASK_DEFAULTS, TASK_FIELDS, TASKS, Settings, resolve, task_default_text
+from .settings import TASKS, Settings, resolve
 
 PathLike = Union[str, Path]
+Row = Dict[str, str]
 
 DIFFUSION_METHODS = ("dig", "static")
 CLASSICAL_METHODS = ("average", "laplacian")
 METHODS = DIFFUSION_METHODS + CLASSICAL_METHODS
-# Settings fields added after run.json existed: recorded only when set, so older folders still resume.
-LATER_SETTINGS: Dict[str, Any] = {"timesteps": None, "dig_norm": "spread", "em_window": 1, "dig_passes": 1,
-                                  "em_window_side": 0, "em_power": 1.0}
 KEY_METRICS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIFF", "Qabf", "SSIM")
 VALUE_COLUMNS = METRIC_NAMES + ("seconds",)
 PAIR_COLUMNS = ("task", "dataset", "name", "method", "steps", "height", "width", "seconds") + METRIC_NAMES + ("error",)
@@ -56,11 +49,8 @@ SUMMARY_COLUMNS = ("task", "dataset", "method", "steps", "n", "errors") + tuple(
 ALL_DATASETS = "all"
 PER_PAIR, SUMMARY, REPORT, RUN = "per_pair.csv", "summary.csv", "report.md", "run.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-# The pyramid stops before its coarsest level would be smaller than this many pixels a side.
 LAPLACIAN_LEVELS = 5
-LAPLACIAN_MIN_SIDE = 8
-
-Row = Dict[str, str]
+LAPLACIAN_MIN_SIDE = 8  # px: the pyramid's coarsest level stays at least this large
 
 
 @dataclass(frozen=True)
@@ -85,26 +75,23 @@ def find_pairs(data: PathLike, task: Optional[str] = None, dataset: Optional[str
     root = Path(data)
     if not root.is_dir():
         raise InputError(f"{root}: no such data folder")
-    manifest = root / "manifest.csv"
-    pairs = _manifest_pairs(root, manifest) if manifest.is_file() else _walk_pairs(root)
-    selected: List[Pair] = []
     counts: Dict[Tuple[str, str], int] = {}
-    for pair in pairs:
-        if pair.task not in TASKS or task not in (None, pair.task) or dataset not in (None, pair.dataset):
-            continue
+    selected = []
+    for pair in _manifest_pairs(root) if (root / "manifest.csv").is_file() else _walk_pairs(root):
         group = (pair.task, pair.dataset)
-        if limit_per_dataset is not None and counts.get(group, 0) >= limit_per_dataset:
-            continue
-        counts[group] = counts.get(group, 0) + 1
-        selected.append(pair)
+        if pair.task in TASKS and task in (None, pair.task) and dataset in (None, pair.dataset) and (
+                limit_per_dataset is None or counts.get(group, 0) < limit_per_dataset):
+            counts[group] = counts.get(group, 0) + 1
+            selected.append(pair)
     if not selected:
         wanted = ", ".join(f"{k} {v}" for k, v in (("task", task), ("dataset", dataset)) if v) or "any task"
         raise InputError(f"{root}: no pairs found ({wanted}; expected TASK/DATASET/{{a,b}}/NAME.* "
-                         f"with TASK one of {', '.join(TASKS)})")
+                         f"with TASK one of {', '.join(TASKS)}, or manifest.csv)")
     return selected
 
 
-def _manifest_pairs(root: Path, manifest: Path) -> List[Pair]:
+def _manifest_pairs(root: Path) -> List[Pair]:
+    manifest = root / "manifest.csv"
     with open(manifest, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = {"task", "dataset", "name", "a_path", "b_path"} - set(reader.fieldnames or ())
@@ -115,26 +102,20 @@ def _manifest_pairs(root: Path, manifest: Path) -> List[Pair]:
 
 def _walk_pairs(root: Path) -> List[Pair]:
     pairs = []
-    for dataset_dir in sorted(root.glob("*/*")):
-        a_dir, b_dir = dataset_dir / "a", dataset_dir / "b"
-        if not (a_dir.is_dir() and b_dir.is_dir()):
+    for folder in sorted(root.glob("*/*")):
+        if not ((folder / "a").is_dir() and (folder / "b").is_dir()):
             continue
-        b_files = {p.stem: p for p in b_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-        for a_file in sorted(a_dir.iterdir()):
-            if a_file.suffix.lower() in IMAGE_SUFFIXES and a_file.stem in b_files:
-                pairs.append(Pair(dataset_dir.parent.name, dataset_dir.name, a_file.stem, a_file, b_files[a_file.stem]))
+        b_files = {p.stem: p for p in (folder / "b").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        pairs += [Pair(folder.parent.name, folder.name, a.stem, a, b_files[a.stem])
+                  for a in sorted((folder / "a").iterdir()) if a.suffix.lower() in IMAGE_SUFFIXES and a.stem in b_files]
     return pairs
 
 
 def downscale_pair(pair: Pair, folder: PathLike, max_side: int) -> Pair:
-    """The pair with both sources shrunk (OpenCV INTER_AREA) so that the long side is at most ``max_side``.
-
-    The copies are 8-bit PNGs ``folder/TASK_DATASET_NAME_{a,b}.png``, written once and then reused;
-    a pair already small enough is returned unchanged.
-    """
+    """The pair shrunk (OpenCV INTER_AREA) to a long side of at most ``max_side``, as 8-bit PNG copies
+    ``folder/TASK_DATASET_NAME_{a,b}.png`` written once and then reused; unchanged when small enough."""
     sources = api.prepare_sources([pair.a, pair.b])
-    height, width = sources[0].luma.shape
-    size = io.shrunk_size(height, width, max_side)
+    size = io.shrunk_size(*sources[0].luma.shape, max_side)
     if size is None:
         return pair
     paths = [Path(folder) / f"{pair.key}_{role}.png" for role in ("a", "b")]
@@ -177,26 +158,16 @@ CLASSICAL: Dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "average": average_fusion, "laplacian": laplacian_fusion}
 
 
-@dataclass
-class Fused:
-    """One method's output for one pair, its wall time, and the last DIG refresh (dig only)."""
-
-    image: np.ndarray
-    seconds: float
-    refresh: Optional[Dict[str, Any]]
-
-
-def fuse_pair(pair: Pair, method: str, settings: Settings, runner: Optional[Runner]) -> Fused:
-    """Fuse one pair with one method; seconds run from reading the sources to the fused image."""
+def fuse_pair(pair: Pair, method: str, settings: Settings, runner: Optional[Runner]) -> Tuple[np.ndarray, float]:
+    """One pair fused with one method, and the seconds from reading the sources to the fused image."""
     start = time.perf_counter()
     if method in CLASSICAL:
         sources = api.prepare_sources([pair.a, pair.b])
-        luma = CLASSICAL[method](sources[0].luma, sources[1].luma)
-        image = io.to_image(luma, io.merge_chroma(sources))
-        return Fused(image, time.perf_counter() - start, None)
-    result = api.fuse(pair.a, pair.b, task=pair.task, settings=replace(settings, guidance=method), runner=runner)
-    refreshes = result.trace.refreshes
-    return Fused(result.image, time.perf_counter() - start, refreshes[-1] if refreshes else None)
+        image = io.to_image(CLASSICAL[method](sources[0].luma, sources[1].luma), io.merge_chroma(sources))
+    else:
+        guided = replace(settings, guidance=method)
+        image = api.fuse(pair.a, pair.b, task=pair.task, settings=guided, runner=runner).image
+    return image, time.perf_counter() - start
 
 
 def score(fused: PathLike, pair: Pair) -> Tuple[Dict[str, float], List[str]]:
@@ -212,174 +183,83 @@ def score(fused: PathLike, pair: Pair) -> Tuple[Dict[str, float], List[str]]:
     return values, errors
 
 
-def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str] = DIFFUSION_METHODS,
-             settings: Optional[Settings] = None, max_side: Optional[int] = None,
-             model: Optional[PathLike] = None, backend: str = "ort", runner: Optional[Runner] = None,
-             sources_dir: Optional[PathLike] = None, strips_per_task: int = 1, quiet: bool = False,
-             per_task: Sequence[str] = ()) -> List[Row]:
-    """Fuse and score every pair with every method into ``out``; writes the tables and report, returns the summary.
+def run_record(settings: Mapping[str, Settings], max_side: Optional[int], model: Optional[PathLike]) -> Dict[str, Any]:
+    """What ``run.json`` holds: each task's settings (the methods set the guidance), the size limit, the model."""
+    path = Path(model) if model else api.default_model()
+    tasks = {task: {k: v for k, v in asdict(s).items() if k != "guidance"} for task, s in settings.items()}
+    record = {"settings": tasks, "max_side": max_side, "model_sha256": sha256(path)}
+    return json.loads(json.dumps(record))
 
-    Pairs and methods already in ``out/per_pair.csv`` are not recomputed. ``runner`` is shared by
-    every diffusion fusion (opened here, and closed after, when not given and needed).
-    ``sources_dir`` holds the downscaled copies (default ``out/sources``; a sweep shares one).
-    ``per_task`` names the fields of ``settings`` (of ``TASK_FIELDS``) replaced by each pair's task
-    default (``TASK_DEFAULTS``).
-    The summary and report cover the given pairs and methods only.
-    """
-    settings = settings or Settings()
+
+def check_run(out: Path, record: Dict[str, Any]) -> None:
+    """Write ``run.json``, or refuse a folder whose ``run.json`` records other settings."""
+    path = out / RUN
+    if not path.is_file():
+        io.write_text(path, json.dumps(record, indent=1) + "\n")
+        return
+    old, new = _flat(json.loads(path.read_text(encoding="utf-8"))), _flat(record)
+    changed = sorted({key.split(".")[-1] for key in set(old) | set(new) if old.get(key) != new.get(key)})
+    if changed:
+        raise InputError(f"{out} holds results of other settings ({', '.join(changed)} differ): "
+                         "choose another output folder")
+
+
+def _flat(record: Dict[str, Any]) -> Dict[str, Any]:
+    settings = record.get("settings", {})
+    return {**{f"{task}.{k}": v for task in settings for k, v in settings[task].items()},
+            **{k: v for k, v in record.items() if k != "settings"}}
+
+
+def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str], settings: Mapping[str, Settings],
+             max_side: Optional[int] = None, model: Optional[PathLike] = None, backend: str = "ort",
+             runner: Optional[Runner] = None, sources: Optional[PathLike] = None, quiet: bool = False) -> List[Row]:
+    """Fuse and score ``pairs`` x ``methods`` into ``out`` with each task's ``settings``, skipping what
+    ``per_pair.csv`` holds; writes the summary and report of these pairs and methods and returns the summary.
+
+    ``runner`` serves every diffusion fusion (opened from ``model``/``backend`` when needed and not given);
+    ``sources`` holds the downscaled copies (default ``out/sources``)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise InputError(f"unknown method(s) {', '.join(unknown) or '(none)'} (choose from {', '.join(METHODS)})")
-    if set(per_task) - set(TASK_FIELDS):
-        raise InputError(f"per-task fields must be of {', '.join(TASK_FIELDS)}, got {', '.join(per_task)}")
-    task_settings = {task: replace(settings, **{k: TASK_DEFAULTS[task][k] for k in per_task})
-                     for task in TASKS}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_run(out, _run_record(settings, per_task, max_side, model))
-    folder = Path(sources_dir) if sources_dir else out / "sources"
-    folder = folder / f"max{max_side}"
+    check_run(out, run_record(settings, max_side, model))
+    folder = Path(sources or out / "sources") / f"max{max_side}"
     rows = read_rows(out / PER_PAIR)
     done = {_row_key(row) for row in rows}
-    todo = [(pair, method) for pair in pairs for method in methods
-            if (pair.task, pair.dataset, pair.name, method) not in done]
-    own_runner = False
+    todo = [(pair, m) for pair in pairs for m in methods if (pair.task, pair.dataset, pair.name, m) not in done]
+    own = runner is None and any(method in DIFFUSION_METHODS for _, method in todo)
+    runner = api.open_runner(model, backend) if own else runner
     try:
-        with tqdm(total=len(todo), desc="eval", unit="fusion", disable=quiet) as bar:
-            for pair, method in todo:
-                bar.set_postfix_str(f"{pair.key} {method}")
-                if method in DIFFUSION_METHODS and runner is None:
-                    runner, own_runner = api.open_runner(model, backend), True
-                rows.append(_evaluate_one(pair, method, task_settings[pair.task], runner, out, folder, max_side))
-                io.write_text(out / PER_PAIR, format_csv(rows, PAIR_COLUMNS))
-                bar.update()
+        for pair, method in tqdm(todo, desc="eval", unit="fusion", disable=quiet or not todo):
+            rows.append(_evaluate_one(pair, method, settings[pair.task], runner, out, folder, max_side))
+            io.write_text(out / PER_PAIR, format_csv(rows, PAIR_COLUMNS))
     finally:
-        if own_runner and runner is not None:
+        if own and runner is not None:
             runner.close()
     selected = select_rows(rows, pairs, methods)
     summary = summarise(selected)
     io.write_text(out / SUMMARY, format_csv(summary, SUMMARY_COLUMNS))
-    strips = write_strips(pairs, methods, out, folder, max_side, strips_per_task,
-                          {task: task_settings[task].steps for task in TASKS})
-    io.write_text(out / REPORT, format_report(summary, selected, pairs, methods, settings, max_side, model, strips,
-                                                     per_task))
+    io.write_text(out / REPORT, format_report(summary, selected, settings, max_side))
     return summary
 
 
 def _evaluate_one(pair: Pair, method: str, settings: Settings, runner: Optional[Runner], out: Path,
                   folder: Path, max_side: Optional[int]) -> Row:
-    """One row of per_pair.csv; any failure is recorded in its ``error`` column instead of raised."""
+    """One row of per_pair.csv; a failure is recorded in its ``error`` column, so one bad pair ends no run."""
     row = {"task": pair.task, "dataset": pair.dataset, "name": pair.name, "method": method,
            "steps": str(settings.steps) if method in DIFFUSION_METHODS else ""}
     try:
         source_pair = pair if max_side is None else downscale_pair(pair, folder, max_side)
-        fused = fuse_pair(source_pair, method, settings, runner)
+        image, seconds = fuse_pair(source_pair, method, settings, runner)
         path = out / "fused" / method / f"{pair.key}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        io.write_image(path, fused.image)
-        if fused.refresh is not None:
-            _write_weights(out / "weights" / f"{pair.key}.png", fused.refresh, pair.task, fused.image.shape[:2])
+        io.write_image(path, image)
         values, errors = score(path, source_pair)
-    except Exception as exc:  # one bad pair must not end a long run: the row says what went wrong
-        row["error"] = f"{type(exc).__name__}: {exc}"
-        return row
-    row.update(height=str(fused.image.shape[0]), width=str(fused.image.shape[1]), seconds=_number(fused.seconds),
-               error="; ".join(errors))
-    row.update({name: _number(value) for name, value in values.items()})
-    return row
-
-
-def _write_weights(path: Path, refresh: Dict[str, Any], task: str, shape: Tuple[int, ...]) -> None:
-    """The last refresh's weight maps (cropped from the padded size) as a ``dig_maps`` montage."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cropped = dict(refresh, weights=refresh["weights"][:, :shape[0], :shape[1]])
-    io.write_image(path, montage([cropped], TASKS[task]))
-
-
-def _model_sha256(model: Optional[PathLike]) -> str:
-    """The model file's SHA-256 (the bundled prior's when ``model`` is None): a retrained prior is another run."""
-    return sha256(Path(model) if model else api.default_model())
-
-
-def _run_record(settings: Settings, per_task: Sequence[str], max_side: Optional[int],
-                model: Optional[PathLike]) -> Dict[str, Any]:
-    """What ``run.json`` holds: the settings but ``guidance``, each ``per_task`` field as its task values."""
-    return {"settings": {k: v for k, v in asdict(settings).items()
-                         if k != "guidance" and k not in per_task
-                         and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])},
-            **{k: f"per task ({task_default_text(k)})" for k in per_task},
-            "max_side": max_side, "model": str(model) if model else "bundled prior",
-            "model_sha256": _model_sha256(model)}
-
-
-def _fingerprint(record: Dict[str, Any], task: str, method: str) -> str:
-    """The inputs a ``method`` fusion of a ``task`` pair depends on, from a ``run.json`` record: all settings
-    for DIG, all but the DIG fields for static guidance (it never computes the gains), none for the
-    classical methods; the resolution and the model for every method."""
-    settings: Dict[str, Any] = {**LATER_SETTINGS, **record["settings"]}
-    for field in TASK_FIELDS:
-        if field in record:  # "per task (ivf 0.667, mif 0.25, mef 2, mff 0.5)"
-            values = dict(item.split(" ") for item in record[field][len("per task ("):-1].split(", "))
-            settings[field] = float(values[task])
-    if method in CLASSICAL_METHODS:
-        settings = {}
-    elif method == "static":
-        settings = {k: v for k, v in settings.items() if not k.startswith("dig_")}
-    numbers = {k: float(v) if isinstance(v, (int, float)) else v for k, v in settings.items()}
-    return json.dumps([method, numbers, record["max_side"], record["model_sha256"]], sort_keys=True)
-
-
-def adopt_rows(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str], settings: Settings,
-               max_side: Optional[int], model: Optional[PathLike], per_task: Sequence[str],
-               folders: Sequence[PathLike], strips_per_task: int = 1) -> int:
-    """Copy into ``out`` the rows other eval ``folders`` hold for the same fusion (equal ``_fingerprint``:
-    the same settings for that pair's task and method, resolution and model); returns how many.
-
-    The fusions are deterministic (fixed seed), so a row computed under another folder's name is the one
-    ``evaluate`` would compute; a change of one task's default then recomputes only what it changes.
-    The ``strip_pairs`` are left to ``evaluate``, so the strips have images.
-    """
-    out = Path(out)
-    record = _run_record(settings, per_task, max_side, model)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_run(out, record)
-    rows = read_rows(out / PER_PAIR)
-    done = {_row_key(row) for row in rows}
-    shown = {pair.key for pair in strip_pairs(pairs, strips_per_task)}
-    wanted = {(pair.task, pair.dataset, pair.name, method): _fingerprint(record, pair.task, method)
-              for pair in pairs if pair.key not in shown for method in methods}
-    wanted = {key: value for key, value in wanted.items() if key not in done}
-    adopted = []
-    for folder in map(Path, folders):
-        if not wanted or folder.resolve() == out.resolve() or not (folder / RUN).is_file():
-            continue
-        other = json.loads((folder / RUN).read_text(encoding="utf-8"))
-        for row in read_rows(folder / PER_PAIR):
-            key = _row_key(row)
-            if key in wanted and not row.get("error") and wanted[key] == _fingerprint(other, row["task"], key[3]):
-                adopted.append(row)
-                del wanted[key]
-    if adopted:
-        io.write_text(out / PER_PAIR, format_csv(rows + adopted, PAIR_COLUMNS))
-    return len(adopted)
-
-
-def _check_run(out: Path, record: Dict[str, Any]) -> None:
-    """Record the settings in ``run.json``; refuse a folder that holds results of other settings."""
-    path = out / RUN
-    if path.is_file():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != record:
-            raise InputError(f"{out} holds results of other settings ({json.dumps(previous)}, now "
-                             f"{json.dumps(record)}): choose another output folder")
-        return
-    io.write_text(path, json.dumps(record, indent=1) + "\n")
-
-
-def select_rows(rows: Sequence[Row], pairs: Sequence[Pair], methods: Sequence[str]) -> List[Row]:
-    """The rows of ``pairs`` x ``methods``, in their order (a folder may hold more)."""
-    wanted = {(pair.task, pair.dataset, pair.name, method) for pair in pairs for method in methods}
-    return [row for row in rows if _row_key(row) in wanted]
+    except Exception as exc:  # noqa: BLE001 - recorded in the row instead
+        return {**row, "error": f"{type(exc).__name__}: {exc}"}
+    row.update(height=str(image.shape[0]), width=str(image.shape[1]), seconds=_number(seconds), error="; ".join(errors))
+    return {**row, **{name: _number(value) for name, value in values.items()}}
 
 
 def _row_key(row: Row) -> Tuple[str, str, str, str]:
@@ -390,8 +270,14 @@ def _number(value: float) -> str:
     return f"{value:.10g}"
 
 
+def select_rows(rows: Sequence[Row], pairs: Sequence[Pair], methods: Sequence[str]) -> List[Row]:
+    """The rows of ``pairs`` x ``methods``, in their order (a folder may hold more)."""
+    wanted = {(pair.task, pair.dataset, pair.name, method) for pair in pairs for method in methods}
+    return [row for row in rows if _row_key(row) in wanted]
+
+
 def read_rows(path: PathLike) -> List[Row]:
-    """The rows of a CSV written by ``format_csv`` (empty when the file does not exist yet)."""
+    """The rows of a table written by ``format_csv`` (none when the file does not exist yet)."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -412,18 +298,17 @@ def format_csv(rows: Sequence[Row], columns: Sequence[str]) -> str:
 
 
 def summarise(rows: Sequence[Row]) -> List[Row]:
-    """Mean and sample std of every metric and the seconds per task/dataset/method, and per task/method
-    (dataset ``all``); failed values are left out of the means, ``errors`` counts rows with an error."""
-    order: Dict[str, Dict[str, int]] = {"task": {}, "dataset": {ALL_DATASETS: -1}, "method": {}}
+    """Mean and sample std of every metric and the seconds per task/dataset/method and per task/method
+    (dataset ``all``), in first-seen order; failed values are left out, ``errors`` counts rows with an error."""
     groups: Dict[Tuple[str, str, str], List[Row]] = {}
     for row in rows:
-        for field in order:
-            order[field].setdefault(row[field], len(order[field]))
         for dataset in (ALL_DATASETS, row["dataset"]):
             groups.setdefault((row["task"], dataset, row["method"]), []).append(row)
+    first = {field: list(dict.fromkeys([ALL_DATASETS] * (field == "dataset") + [row[field] for row in rows]))
+             for field in ("task", "dataset", "method")}
     summary = []
-    for task, dataset, method in sorted(groups, key=lambda k: (order["task"][k[0]], order["method"][k[2]],
-                                                               order["dataset"][k[1]])):
+    for task, dataset, method in sorted(groups, key=lambda k: (first["task"].index(k[0]), first["method"].index(k[2]),
+                                                               first["dataset"].index(k[1]))):
         members = groups[(task, dataset, method)]
         entry = {"task": task, "dataset": dataset, "method": method, "steps": members[0]["steps"],
                  "n": str(len(members)), "errors": str(sum(1 for m in members if m.get("error")))}
@@ -435,148 +320,62 @@ def summarise(rows: Sequence[Row]) -> List[Row]:
     return summary
 
 
-def strip_pairs(pairs: Sequence[Pair], per_task: int) -> List[Pair]:
-    """The pairs shown as picture strips: the first ``per_task`` of each task, in ``pairs``' order."""
-    counts: Dict[str, int] = {}
-    shown = []
-    for pair in pairs:
-        counts[pair.task] = counts.get(pair.task, 0) + 1
-        if counts[pair.task] <= per_task:
-            shown.append(pair)
-    return shown
-
-
-def write_strips(pairs: Sequence[Pair], methods: Sequence[str], out: PathLike, folder: PathLike,
-                 max_side: Optional[int], per_task: int, steps: Dict[str, int]) -> Dict[str, List[str]]:
-    """Picture strips (A, B, each method's output, DIG weights of the last refresh) of ``strip_pairs``
-    that have outputs, as ``out/strips/KEY.png``; returns their paths relative to ``out``.
-    ``steps``: the diffusion methods' steps, by task."""
-    out = Path(out)
-    strips: Dict[str, List[str]] = {}
-    for pair in strip_pairs(pairs, per_task):
-        strips.setdefault(pair.task, [])
-        outputs = [(m, out / "fused" / m / f"{pair.key}.png") for m in methods]
-        outputs = [(m, path) for m, path in outputs if path.is_file()]
-        if not outputs:
-            continue
-        try:
-            source_pair = pair if max_side is None else downscale_pair(pair, folder, max_side)
-        except InputError:
-            continue
-        role_a, role_b = TASKS[pair.task]
-        tiles = [_tile(_read_rgb(source_pair.a), f"A: {role_a}"), _tile(_read_rgb(source_pair.b), f"B: {role_b}")]
-        tiles += [_tile(_read_rgb(path), f"{method}, {steps[pair.task]} steps" if method in DIFFUSION_METHODS
-                        else method) for method, path in outputs]
-        weights = out / "weights" / f"{pair.key}.png"
-        if weights.is_file():
-            tiles.append(_read_rgb(weights))
-        height = max(tile.shape[0] for tile in tiles)
-        strip = np.hstack([np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255) for t in tiles])
-        path = out / "strips" / f"{pair.key}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        io.write_image(path, strip)
-        strips[pair.task].append(path.relative_to(out).as_posix())
-    return strips
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f"{path}: cannot be read as an image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _tile(image: np.ndarray, label: str) -> np.ndarray:
-    """An RGB image scaled to ``TILE_WIDTH`` (nearest neighbour when enlarging) under a text label."""
-    height = max(1, round(image.shape[0] * TILE_WIDTH / image.shape[1]))
-    enlarging = image.shape[1] < TILE_WIDTH
-    body = cv2.resize(image, (TILE_WIDTH, height), interpolation=cv2.INTER_NEAREST if enlarging else cv2.INTER_AREA)
-    header = np.full((LABEL_HEIGHT, TILE_WIDTH, 3), 255, np.uint8)
-    cv2.putText(header, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.vstack([header, body])
-
-
-def format_report(summary: Sequence[Row], rows: Sequence[Row], pairs: Sequence[Pair], methods: Sequence[str],
-                  settings: Settings, max_side: Optional[int], model: Optional[PathLike],
-                  strips: Dict[str, List[str]], per_task: Sequence[str] = ()) -> str:
-    """report.md: what was run, one table per task (key metrics and seconds, mean ± std), the strips."""
+def format_report(summary: Sequence[Row], rows: Sequence[Row], settings: Mapping[str, Settings],
+                  max_side: Optional[int]) -> str:
+    """report.md: the size and settings, then per task the key metrics and seconds (mean ± std)."""
+    size = (f"Sources downscaled (OpenCV INTER_AREA) to a long side of at most {max_side} px; every metric and "
+            "time is at that size." if max_side else "Sources at their native size.")
+    lines = ["# dig2dig eval", "", f"{len(rows)} fusions. {size} Metrics: `dig2dig metrics` on the grey fused "
+             "image vs the grey sources (0..255, A then B); all of them in `summary.csv`. Seconds: wall time of "
+             "one fusion, reading the sources to the fused image."]
     failed = sum(1 for row in rows if row.get("error"))
-    value = {k: f"per task ({task_default_text(k)})" if k in per_task else f"{getattr(settings, k):g}"
-             for k in TASK_FIELDS}
-    lines = ["# dig2dig eval", "",
-             f"{len(pairs)} pair{'' if len(pairs) == 1 else 's'}, methods {', '.join(methods)}. "
-             + (f"Sources downscaled with OpenCV INTER_AREA so that the long side is at most {max_side} px "
-                "(8-bit copies); every metric and time is at that size." if max_side else
-                "Sources at their native resolution."),
-             "",
-             f"Diffusion settings: steps {value['steps']}; DIG refresh every {settings.dig_every} steps, "
-             f"window {value['dig_window']}" + (f" x {settings.dig_passes} passes" if settings.dig_passes > 1 else "")
-             + f", tau {value['dig_tau']}; E-step window {settings.em_window}"
-             + (f" at a {settings.em_window_side}-px long side, scaled to each pair's"
-                if settings.em_window_side else " px")
-             + (f", E-step power {settings.em_power:g}" if settings.em_power != 1 else "")
-             + f"; lamb {settings.lamb:g}, rho {settings.rho:g}, seed {settings.seed}; "
-             f"model: {model or 'the bundled prior'}.",
-             "",
-             "Metrics: `runtime/metrics.py` (CDDFuse Evaluator conventions) on the grey fused image vs the grey "
-             "sources, 0..255, A then B; mean ± sample std over pairs (all metrics in `summary.csv`). "
-             f"Seconds: wall time of one fusion, reading the sources to the fused image, on this machine "
-             f"({os.cpu_count()} CPU cores).",
-             ]
     if failed:
         lines += ["", f"**{failed} of {len(rows)} fusions recorded an error** (column `error` of `per_pair.csv`); "
                       "their failed values are left out of the means."]
     columns = KEY_METRICS + ("seconds",)
     for task in dict.fromkeys(row["task"] for row in summary):
-        role_a, role_b = TASKS[task]
-        lines += ["", f"## {task}: A {role_a}, B {role_b}", "",
-                  "| dataset | method | n | " + " | ".join(columns) + " |",
-                  "|---|---|---|" + "---|" * len(columns)]
-        for entry in (e for e in summary if e["task"] == task):
-            cells = [_cell(entry, column) for column in columns]
-            lines.append(f"| {entry['dataset']} | {entry['method']} | {entry['n']} | " + " | ".join(cells) + " |")
-        for strip in strips.get(task, []):
-            lines += ["", f"![{Path(strip).stem}]({strip})"]
+        lines += ["", f"## {task}: A {TASKS[task][0]}, B {TASKS[task][1]}", "",
+                  f"Diffusion settings: {settings[task].describe()}.", "",
+                  "| dataset | method | n | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
+        lines += [f"| {e['dataset']} | {e['method']} | {e['n']} | " + " | ".join(_cell(e, c) for c in columns) + " |"
+                  for e in summary if e["task"] == task]
     return "\n".join(lines) + "\n"
 
 
 def _cell(entry: Row, column: str) -> str:
     mean, std = entry[f"{column}_mean"], entry[f"{column}_std"]
-    if not mean:
-        return "–"
     digits = 2 if column == "seconds" else 3
-    return f"{float(mean):.{digits}f}" + (f" ± {float(std):.{digits}f}" if std else "")
+    return "–" if not mean else f"{float(mean):.{digits}f}" + (f" ± {float(std):.{digits}f}" if std else "")
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Register ``dig2dig eval`` on the CLI's subcommands."""
-    p = subparsers.add_parser("eval", help="fuse a folder of pairs with several methods and tabulate the metrics")
-    p.add_argument("--data", required=True, help="folder laid out TASK/DATASET/{a,b}/NAME.* (manifest.csv if present)")
-    p.add_argument("--dataset")
-    p.add_argument("--limit-per-dataset", type=int, metavar="N", help="first N pairs of each dataset")
-    p.add_argument("--methods", default="dig,static", help=f"comma-separated, of {', '.join(METHODS)}")
-    p.add_argument("--max-side", type=int, metavar="PX",
-                   help="downscale both sources (INTER_AREA) so that the long side is at most PX")
-    p.add_argument("--strips", type=int, default=1, metavar="N", help="picture strips per task in report.md")
-    p.add_argument("-o", "--output", required=True, help="output folder; a rerun resumes what it holds")
+    p = subparsers.add_parser("eval", help="fuse and score a folder of pairs with several methods",
+                              usage="%(prog)s --data DATA -o OUTDIR [options]",
+                              description="Fuse and score every pair of a folder with several methods: "
+                                          "per_pair.csv, summary.csv and report.md in OUTDIR.")
+    p.add_argument("--data", required=True, help="folder laid out TASK/DATASET/{a,b}/NAME.*, or with manifest.csv")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder; a rerun resumes it")
+    p.add_argument("--methods", default="dig,static", help=f"comma-separated, of {', '.join(METHODS)} "
+                                                          "(default dig,static)")
+    p.add_argument("--dataset", help="only this dataset's pairs")
+    p.add_argument("--limit-per-dataset", type=int, metavar="N", help="the first N pairs of each dataset")
+    p.add_argument("--max-side", type=int, metavar="PX", help="downscale the sources (INTER_AREA) to this long side")
     p.add_argument("-q", "--quiet", action="store_true")
     add_settings_options(p, task_default=None)
     p.set_defaults(func=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """``dig2dig eval``: the CLI layer over ``find_pairs`` and ``evaluate``."""
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    """``dig2dig eval``: each task at its defaults and the options given, then ``evaluate``."""
     for name, value in (("--limit-per-dataset", args.limit_per_dataset), ("--max-side", args.max_side)):
         if value is not None and value < 1:
             raise InputError(f"{name} must be at least 1, got {value}")
     overrides = setting_overrides(args)
-    per_task = [field for field in TASK_FIELDS if field not in overrides
-                and not (field == "dig_tau" and overrides.get("dig_norm") == "absolute")]
-    settings = resolve(args.task or "ivf", **overrides)
+    settings = {task: resolve(task, **overrides) for task in TASKS}
     pairs = find_pairs(args.data, args.task, args.dataset, args.limit_per_dataset)
-    summary = evaluate(pairs, args.output, methods, settings, args.max_side, args.model, args.backend,
-                       strips_per_task=args.strips, quiet=args.quiet, per_task=per_task)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    summary = evaluate(pairs, args.output, methods, settings, args.max_side, args.model, args.backend, quiet=args.quiet)
     failed = sum(int(entry["errors"]) for entry in summary if entry["dataset"] == ALL_DATASETS)
     if failed:
         print(f"dig2dig eval: {failed} fusion(s) recorded an error (see {Path(args.output) / PER_PAIR})",
