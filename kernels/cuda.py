@@ -158,7 +158,7 @@ def em_chebyshev_omegas(iterations: int = EM_SOLVE_ITERATIONS) -> List[float]:
 def _driver() -> Any:
     """pycuda.driver, imported on first use."""
     try:
-        import pycuda.driver as driver  # type: ignore
+        import pycuda.driver as driver
     except ImportError as exc:
         raise CudaError("the CUDA path needs pycuda: pip install 'dig2dig[gpu]' (pycuda builds against "
                         f"the local CUDA driver) ({exc})") from exc
@@ -228,7 +228,7 @@ class CudaKernels:
         driver.init()
         if driver.Device.count() <= device:
             raise CudaError(f"no CUDA device {device} (found {driver.Device.count()})")
-        import pycuda.gpuarray as gpuarray  # type: ignore
+        import pycuda.gpuarray as gpuarray
 
         self.driver, self.gpuarray = driver, gpuarray
         self.device = driver.Device(device)

@@ -75,7 +75,8 @@ class BufferPool:
 
 
 class CudaOps:
-    """``numpy_ops`` on the device: same names, same meaning, pycuda GPUArrays in and out.
+    """``numpy_ops`` on the device, an :class:`~dig2dig.kernels.ops.Ops`: same names, same meaning,
+    pycuda GPUArrays in and out.
 
     ``kernels``: the launcher to use (default: a new :class:`CudaKernels` on device 0, closed by
     :meth:`close`). ``sync_stages``: :meth:`sync` waits for the stream, so that the sampler's

@@ -1,7 +1,7 @@
 """The loop's operations on host arrays: the NumPy twins plus the array plumbing the loop needs.
 
-``runtime.sampler`` calls these by name; ``kernels.cuda_ops.CudaOps`` provides the same names on
-device arrays, so the loop is written once.
+This module is an :class:`~dig2dig.kernels.ops.Ops` (``runtime.sampler`` calls these by name);
+``kernels.cuda_ops.CudaOps`` provides the same names on device arrays, so the loop is written once.
 """
 from __future__ import annotations
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .backends.base import Runner
 from .sampler import Settings, Trace, raise_if_nonfinite, sample
+
+if TYPE_CHECKING:
+    from ..kernels.cuda_ops import CudaOps
 
 
 class DeviceRunner(Runner):
@@ -26,7 +29,7 @@ class DeviceRunner(Runner):
     can be neither waited for nor timed.
     """
 
-    def __init__(self, runner: Any, ops: Any, timed: bool = True) -> None:
+    def __init__(self, runner: Any, ops: "CudaOps", timed: bool = True) -> None:
         self.runner, self.ops, self.info, self.timed = runner, ops, runner.info, timed
         self._events: List[Tuple[Any, Any]] = []
 
@@ -66,8 +69,8 @@ class GpuSample:
     trace: Trace = field(default_factory=Trace)
 
 
-def gpu_sample(runner: Any, sources: np.ndarray, settings: Settings, x_T: np.ndarray, ops: Any = None,
-               progress: Optional[Callable[[int, int], None]] = None, trace: Optional[Trace] = None) -> GpuSample:
+def gpu_sample(runner: Any, sources: np.ndarray, settings: Settings, x_T: np.ndarray,
+               ops: Optional["CudaOps"] = None, progress: Optional[Callable[[int, int], None]] = None, trace: Optional[Trace] = None) -> GpuSample:
     """``sampler.sample`` on the GPU for host ``sources`` ``(2, H, W)`` and ``x_T`` ``(C, H, W)``.
 
     ``runner`` must have ``denoise_device``; ``ops`` defaults to a new ``CudaOps`` (closed at the end).
@@ -75,7 +78,7 @@ def gpu_sample(runner: Any, sources: np.ndarray, settings: Settings, x_T: np.nda
     the download when a model output held NaN/Inf (the device record is read once, with the rest).
     """
     own_ops = ops is None
-    if own_ops:
+    if ops is None:
         from ..kernels.cuda_ops import CudaOps
 
         ops = CudaOps()

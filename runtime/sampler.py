@@ -13,8 +13,9 @@ Read top to bottom, one step is:
    ``em_power`` < 1 weakens its pull toward the source x0 is farther from, ``kernels/em.py``);
 5. DDIM update (eta = 0) from the corrected x0.
 
-The loop is written once over ``ops``: the NumPy twins (``kernels.NUMPY_OPS``, the CPU path) or
-the CUDA kernels of the same names, and over any backend ``Runner``.
+The loop is written once over ``ops``, any :class:`~dig2dig.kernels.ops.Ops`: the NumPy twins
+(``kernels.NUMPY_OPS``, the CPU path) or the CUDA kernels of the same names
+(``kernels.cuda_ops.CudaOps``), and over any backend ``Runner``.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from typing import Any, Callable, DefaultDict, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..kernels import NUMPY_OPS
+from ..kernels.ops import Array, Ops
 from .backends.base import Runner
 from .errors import NumericalError
 from .schedule import Schedule
@@ -61,7 +63,7 @@ class Trace:
 class _Stage:
     """Adds the wall time of a ``with`` block to ``trace.seconds[name]`` (after ``ops.sync``)."""
 
-    def __init__(self, trace: Trace, ops: Any):
+    def __init__(self, trace: Trace, ops: Ops):
         self.trace, self.ops = trace, ops
 
     def __call__(self, name: str) -> "_Stage":
@@ -76,14 +78,14 @@ class _Stage:
         self.trace.seconds[self.name] += time.perf_counter() - self.start
 
 
-def initial_noise(shape: tuple, seed: int, ops: Any = NUMPY_OPS) -> Any:
+def initial_noise(shape: Tuple[int, ...], seed: int, ops: Ops = NUMPY_OPS) -> Array:
     """x_T: counter-based Gaussian noise, the same numbers on CPU and GPU for a given seed."""
     return ops.gaussian(seed, NOISE_STREAM_INIT, shape)
 
 
-def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any = NUMPY_OPS,
+def sample(runner: Runner, sources: Array, settings: Settings, x_T: Array, ops: Ops = NUMPY_OPS,
            progress: Optional[Callable[[int, int], None]] = None, trace: Optional[Trace] = None,
-           check_finite: bool = True) -> Any:
+           check_finite: bool = True) -> Array:
     """Fuse two sources into a sample of the prior's model space.
 
     ``sources``: ``(2, H, W)`` luminance in [-1, 1], ordered (A, B) as the CLI's roles (the EM step
@@ -153,7 +155,7 @@ def sample(runner: Runner, sources: Any, settings: Settings, x_T: Any, ops: Any 
     return x
 
 
-def raise_if_nonfinite(trace: Trace, ops: Any = NUMPY_OPS) -> None:
+def raise_if_nonfinite(trace: Trace, ops: Ops = NUMPY_OPS) -> None:
     """Raise :class:`NumericalError` if the loop that filled ``trace`` saw NaN/Inf in a model output."""
     bad = int(ops.to_host(trace.nonfinite)[0])
     if bad < len(trace.timesteps):

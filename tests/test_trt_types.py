@@ -5,7 +5,8 @@ last test, which needs TensorRT, pycuda and a GPU and is skipped otherwise. What
 
 * mypy (strict about our own definitions) on the TensorRT modules against ``tensorrt-stubs``
   (TensorRT 10.13's Python API): every TensorRT attribute, call and argument type we use exists
-  there. 8.x-only names are reached through ``getattr`` and version checks, so they are not.
+  there. 8.x-only names are reached through ``getattr`` and version checks, so they are not. The
+  same run checks that ``numpy_ops`` and ``CudaOps`` both implement the sampler's ``Ops`` protocol.
 * the plan container: round trip, truncation, wrong magic, format and TensorRT version mismatch.
 * the build helpers that need no TensorRT: shape parsing, the typed/untyped route, which ONNX
   tensors stay FP32, the CLI, and the calibration batches.
@@ -33,7 +34,9 @@ from dig2dig.runtime.backends.plan_file import (MAGIC, PlanHeader, Profile, chec
 from dig2dig.runtime.errors import InputError, ModelError
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKED = ("export/trt_build.py", "runtime/backends/trt.py", "calibration/int8.py", "runtime/backends/plan_file.py")
+CHECKED = ("export/trt_build.py", "runtime/backends/trt.py", "calibration/int8.py", "runtime/backends/plan_file.py",
+           # the loop's Ops protocol: sampler.py's default is the numpy_ops module, gpu.py passes a CudaOps
+           "kernels/ops.py", "runtime/sampler.py", "runtime/gpu.py")
 INFO = ModelInfo(in_channels=1, out_channels=1, learn_sigma=False, multiple=16, precision="fp32", schedule=ADM_LINEAR)
 
 # tensorrt-stubs 10.13 is pybind11-stubgen output that mypy cannot read as installed: its tensorrt/
