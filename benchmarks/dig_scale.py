@@ -28,8 +28,9 @@ import numpy as np
 
 from dig2dig.runtime import api
 from dig2dig.runtime import eval as evaluation
+from dig2dig.runtime.settings import TASKS, resolve
 from machine import machine_line
-from quality_sweep import select_pairs
+from sweeps import select_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,9 +64,9 @@ def main() -> None:
           "literal: mean / p99 abs(w_A - 1/2) | spread (ours): mean / p99 | per-pixel: mean / p99 |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
-        for task in api.TASKS:
+        for task in TASKS:
             chosen = [evaluation.downscale_pair(p, scratch, args.max_side) for p in pairs if p.task == task]
-            settings = api.default_settings(task)
+            settings = resolve(task)
             spreads: List[float] = []
             peak = 0.0
             devs: Dict[str, List[np.ndarray]] = {"literal": [], "spread": [], "per-pixel": []}

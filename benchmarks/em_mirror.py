@@ -44,8 +44,9 @@ import numpy as np
 from dig2dig.kernels import em, numpy_ops
 from dig2dig.runtime import api, io, metrics
 from dig2dig.runtime import eval as evaluation
+from dig2dig.runtime.settings import TASKS, resolve
 from machine import machine_line
-from quality_sweep import select_pairs
+from sweeps import select_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 DIFFER = 0.1  # |B - A| in [0, 1] luminance above which a pixel's blend fraction is measured
@@ -82,7 +83,7 @@ def fuse_pair(pair: evaluation.Pair, runner: Any, form: str) -> api.FusionResult
                                                         for k, v in (w.split("=") for w in form.split())}
     with swap:
         return api.fuse(pair.a, pair.b, task=pair.task, runner=runner,
-                        settings=api.default_settings(pair.task, **overrides))
+                        settings=resolve(pair.task, **overrides))
 
 
 def measure(pair: evaluation.Pair, runner: Any, forms: List[str]) -> Dict[str, Any]:
@@ -119,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--pairs-per-task", type=int, default=12)
-    parser.add_argument("--tasks", default=",".join(api.TASKS))
+    parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--max-side", type=int, default=256)
     parser.add_argument("--forms", default="ddfm,X + V",
                         help="comma-separated: ddfm (DDFM's I - X at the defaults), X + V, "

@@ -22,6 +22,7 @@ import torch
 from dig2dig.export.checkpoint import load_config, load_model
 from dig2dig.runtime import api
 from dig2dig.runtime.bench import run_bench, summarize
+from dig2dig.runtime.settings import resolve
 
 from ddfm_torch import sample as ddfm_sample
 from machine import machine_line
@@ -71,7 +72,7 @@ def main() -> None:
         parser.error("--runs and --ddfm-runs must be at least 1")
     torch.set_num_threads(os.cpu_count() or 1)
 
-    ours = run_bench(args.a, args.b, task="ivf", settings=api.default_settings("ivf"), runs=args.runs)
+    ours = run_bench(args.a, args.b, task="ivf", settings=resolve("ivf"), runs=args.runs)
     ddfm: Dict[str, float] = summarize(time_ddfm(args.a, args.b, args.ddfm_steps, args.ddfm_runs))
     total = ours["stages"]["total"]["median"]
     print(f"Fuse time on CPU, {args.a} + {args.b}")

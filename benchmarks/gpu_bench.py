@@ -41,7 +41,8 @@ from dig2dig.kernels.cuda_ops import CudaOps
 from dig2dig.models import DEFAULT_DIR
 from dig2dig.runtime.errors import ModelError
 from dig2dig.runtime.gpu import gpu_sample
-from dig2dig.runtime.sampler import Settings, initial_noise, luminance_of_sample, sample, scaled_window
+from dig2dig.runtime.sampler import initial_noise, luminance_of_sample, sample, scaled_window
+from dig2dig.runtime.settings import Settings
 
 SIZES = ((256, 256), (480, 640))
 GOAL = 1.0 / 255.0

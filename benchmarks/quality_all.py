@@ -1,5 +1,5 @@
-"""Every development pair at the chosen defaults, and each DIG knob varied from them: the second
-generated block of docs/QUALITY.md.
+"""Every development pair at the chosen defaults, and each DIG knob varied from them: the block
+"All development pairs" of docs/QUALITY.md.
 
 ``quality_sweep.py`` varies the knobs on 12 pairs around the starting point that chose the defaults;
 this runs every pair of ``--data`` (long side ``--max-side`` px) around the defaults themselves
@@ -10,35 +10,28 @@ Dig2DIG's softmax as written (absolute temperature 1), the E-step window in {1 (
 for DIG and {1, 5, 9} for static, the E-step power in {1 (DDFM), 0.5, 0} for DIG and {1, 0.5} for
 static (and at 0.5 each tau of the tau table), and the DIG gain smoothing: a box of window w applied
 n times (``DIG_SMOOTHING``). A change of a default starts new folders; fusions that it leaves the
-same are adopted from the folders that hold them (``evaluation.adopt_rows``). ``--held-only`` writes
-the tables from what the folders hold. One resumable sub-folder of ``--out`` per setting, as
-``dig2dig eval`` writes it. ``--tables`` picks the tables whose missing fusions are computed now (a long job can be
-spread over several runs); the other tables show what their folders already hold, with the number
-of pairs in each row. Each folder's ``per_pair.csv``, ``summary.csv`` and ``run.json`` are copied to
-``docs/quality_all/``, and the defaults' ``report.md`` with its picture strips; the quality-time plot
-(``--plot-metric`` vs seconds) goes to ``docs/quality_all_time.png``.
+same are adopted from the folders that hold them (``sweeps.adopt_rows``). ``--held-only`` writes
+the tables from what the folders hold. One resumable ``dig2dig eval`` folder under ``--out`` (default
+``runs/quality_all``) per setting. ``--tables`` picks the tables whose missing fusions are computed now
+(a long job can be spread over several runs); the other tables show what their folders already hold,
+with the number of pairs in each row. The quality-time plot (``--plot-metric`` vs seconds) goes to
+``runs/quality_all_time.png``.
 
     python benchmarks/quality_all.py --data ../shared/data
 """
 from __future__ import annotations
 
-import argparse
-import os
-import shutil
 import sys
-from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from dig2dig.runtime import api, io
 from dig2dig.runtime import eval as evaluation
-from dig2dig.runtime.sampler import Settings
+from dig2dig.runtime.settings import TASKS, Settings, task_default_text
 from machine import bundled_prior, machine_line
-from quality_sweep import (Run, Table, add_run, draw_plot, format_tables, fuse_all, plot_section, quality_parser,
-                           update_doc)
+from sweeps import (REGENERATE, ROOT, Run, Table, add_run, command_line, format_tables, plot_section,
+                    quality_parser, results_folder, run_tables, update_doc)
 
-ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- quality-all:begin -->", "<!-- quality-all:end -->"
 MAX_SIDE = 256
 STEPS = (10, 25)
@@ -52,13 +45,12 @@ EM_POWER_STATIC = (1.0, 0.5)
 POWER_TAU_AT = 0.5  # the power whose tau is varied over FIXED_TAU: tau and the power both set how sharp F's weights are
 # (window, passes); the first three have about the same variance, passes * (window**2 - 1) / 12
 DIG_SMOOTHING = ((41, 1), (29, 2), (23, 3), (41, 3), (61, 1), (61, 3))
-# the fields of api.TASK_FIELDS at each task's default unless a table varies them; steps is one for all tasks
+# the fields of TASK_FIELDS at each task's default unless a table varies them; steps is one for all tasks
 PER_TASK = ("dig_tau", "dig_window")
 PER_TASK_BUT = {field: tuple(f for f in PER_TASK if f != field) for field in PER_TASK}
 LABELS = {"dig": "DIG", "static": "static (DDFM)", "average": "average (classical)",
           "laplacian": "Laplacian pyramid (classical)"}
 TABLES = ("defaults", "steps", "every", "window", "tau", "norm", "em", "power", "smooth")
-COPIED = (evaluation.PER_PAIR, evaluation.SUMMARY, evaluation.RUN)
 
 
 def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
@@ -81,12 +73,12 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
     tables["every"] = Table(f"DIG refresh interval S, DIG at {base.steps} steps", [
         (f"dig_every = {every}" + (" (default)" if every == base.dig_every else ""),
          add(replace(base, dig_every=every), "dig"), "dig") for every in DIG_EVERY])
-    rows = [(f"per task, {api.task_default_text('dig_window')} (default)", add(base, "dig"), "dig")]
+    rows = [(f"per task, {task_default_text('dig_window')} (default)", add(base, "dig"), "dig")]
     rows += [(f"dig_window = {window} for every task",
               add(replace(base, dig_window=window), "dig", PER_TASK_BUT["dig_window"]), "dig") for window in DIG_WINDOW]
     tables["window"] = Table(f"DIG smoothing window (px, each of {base.dig_passes} passes), DIG at {base.steps} steps",
                              rows)
-    rows = [(f"per task, {api.task_default_text('dig_tau')} (default)", add(base, "dig"), "dig")]
+    rows = [(f"per task, {task_default_text('dig_tau')} (default)", add(base, "dig"), "dig")]
     rows += [(f"tau = {tau:g} for every task", add(replace(base, dig_tau=tau), "dig", PER_TASK_BUT["dig_tau"]), "dig")
              for tau in FIXED_TAU]
     tables["tau"] = Table(f"DIG temperature tau (relative to the gains' RMS spread), DIG at {base.steps} steps", rows)
@@ -108,7 +100,7 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
              for tau in FIXED_TAU]
     tables["power"] = Table(f"E-step power (DDFM's E-step weights raised to it after the window; ours), "
                             f"{base.steps} steps", rows)
-    rows = [(f"w per task ({api.task_default_text('dig_window')}), n = {base.dig_passes} (default)", add(base, "dig"),
+    rows = [(f"w per task ({task_default_text('dig_window')}), n = {base.dig_passes} (default)", add(base, "dig"),
              "dig")]
     rows += [(f"w = {window}, n = {passes} for every task, std {((passes * (window * window - 1) / 12) ** 0.5):.1f} px",
               add(replace(base, dig_window=window, dig_passes=passes), "dig", PER_TASK_BUT["dig_window"]), "dig")
@@ -117,56 +109,9 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
     return runs, tables
 
 
-def held(pairs: Sequence[evaluation.Pair], out: Path, run: Run) -> Dict[Tuple[str, str], Dict[str, str]]:
-    """Per-task summary rows, keyed by (task, method), of what a run's folder already holds for ``pairs``."""
-    rows = evaluation.select_rows(evaluation.read_rows(out / evaluation.PER_PAIR), pairs, run.methods)
-    return {(r["task"], r["method"]): r for r in evaluation.summarise(rows) if r["dataset"] == evaluation.ALL_DATASETS}
-
-
-def table_options(parser: argparse.ArgumentParser, keys: Sequence[str]) -> None:
-    """``--tables`` (those whose missing fusions are computed now) and ``--held-only``."""
-    parser.add_argument("--tables", default=",".join(keys), help=f"comma-separated tables to compute now, of "
-                        f"{', '.join(keys)}")
-    parser.add_argument("--held-only", action="store_true",
-                        help="fuse nothing: write the tables from what the folders hold so far (n says how much)")
-
-
-def fuse_tables(parser: argparse.ArgumentParser, args: argparse.Namespace, runs: Dict[str, Run],
-                tables: Dict[str, Table], pairs: Sequence[evaluation.Pair], out: Path,
-                max_side: int) -> Optional[Dict[Tuple[str, str, str], Dict[str, str]]]:
-    """Fuse what the runs of ``args.tables`` lack (nothing with ``--held-only``); then every run's per-task
-    summary of what its folder holds for ``pairs``, keyed by (run, task, method). None after ``--estimate-only``."""
-    chosen = [t.strip() for t in args.tables.split(",") if t.strip()]
-    unknown = sorted(set(chosen) - set(tables))
-    if unknown:
-        parser.error(f"unknown table(s) {', '.join(unknown)} (choose from {', '.join(tables)})")
-    todo = {name: runs[name] for key in chosen for _, name, _ in tables[key].rows}
-    if not args.held_only:
-        with closing(api.open_runner()) as runner:
-            if fuse_all(runner, todo, pairs, out, max_side, None, args.estimate_only) is None:
-                return None
-    return {(name, task, method): row for name, run in runs.items()
-            for (task, method), row in held(pairs, out / name, run).items()}
-
-
-def copy_results(out: Path, names: Sequence[str], docs: Path, report_of: str) -> None:
-    """The small files of each folder of ``names`` that holds results into ``docs``; the report and strips
-    of ``report_of`` too."""
-    for name in names:
-        if not (out / name / evaluation.PER_PAIR).is_file():
-            continue
-        target = docs / name
-        target.mkdir(parents=True, exist_ok=True)
-        for file in COPIED + ((evaluation.REPORT,) if name == report_of else ()):
-            if (out / name / file).is_file():
-                shutil.copyfile(out / name / file, target / file)
-        if name == report_of and (out / name / "strips").is_dir():
-            shutil.copytree(out / name / "strips", target / "strips", dirs_exist_ok=True)
-
-
-def set_up(command: str, pairs: Sequence[evaluation.Pair], max_side: int, docs: Path, doc: Path) -> List[str]:
+def set_up(command: str, pairs: Sequence[evaluation.Pair], max_side: int, out: Path) -> List[str]:
     """The generated set-up paragraph: command, machine, pairs, resolution, defaults."""
-    counts = ", ".join(f"{task} {sum(p.task == task for p in pairs)}" for task in api.TASKS)
+    counts = ", ".join(f"{task} {sum(p.task == task for p in pairs)}" for task in TASKS)
     base = Settings()
     return ["## All development pairs (generated)", "",
             f"Command: `python benchmarks/quality_all.py {command}`", "",
@@ -175,46 +120,39 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], max_side: int, docs: 
             f"INTER_AREA so that the long side is at most {max_side} px; every metric and time is at that size. "
             f"Model: the bundled prior ({bundled_prior()}).", "",
             f"Unless a table varies it, the defaults of `dig2dig fuse`, but {base.steps} steps for every task "
-            f"(the defaults: {api.task_default_text('steps')}, from the steps table): DIG refresh every "
-            f"{base.dig_every} steps, window per task ({api.task_default_text('dig_window')}) x {base.dig_passes} "
+            f"(the defaults: {task_default_text('steps')}, from the steps table): DIG refresh every "
+            f"{base.dig_every} steps, window per task ({task_default_text('dig_window')}) x {base.dig_passes} "
             f"passes, E-step window "
             f"{base.em_window} (given at a {base.em_window_side}-px long side, every pair's here), E-step power "
-            f"{base.em_power:g}, tau per task ({api.task_default_text('dig_tau')}), lamb {base.lamb:g}, "
+            f"{base.em_power:g}, tau per task ({task_default_text('dig_tau')}), lamb {base.lamb:g}, "
             f"rho {base.rho:g}, seed {base.seed}. Each cell is the mean over the task's pairs; "
-            "n is the number of pairs a row holds so far. Per-pair rows, std and the other metrics: "
-            f"[{os.path.relpath(docs, doc.parent)}/]({os.path.relpath(docs, doc.parent)}/), one folder per "
-            "setting. Seconds: wall time of one fusion on this machine.", ""]
+            "n is the number of pairs a row holds so far. Per-pair rows, std and the other metrics: one folder "
+            f"per setting under `{results_folder(out)}/` (git-ignored), written by {REGENERATE}. Seconds: wall "
+            "time of one fusion on this machine.", ""]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = quality_parser(__doc__.split("\n\n")[0], "quality_all")
-    parser.add_argument("--docs-results", default=str(ROOT / "docs" / "quality_all"),
-                        help="where each folder's small result files are copied")
-    parser.add_argument("--plot", default=str(ROOT / "docs" / "quality_all_time.png"))
+    parser = quality_parser(__doc__.split("\n\n")[0], "quality_all", TABLES)
+    parser.add_argument("--plot", default=str(ROOT / "runs" / "quality_all_time.png"))
     parser.add_argument("--plot-metric", default="Qabf", choices=evaluation.KEY_METRICS)
     parser.add_argument("--max-side", type=int, default=MAX_SIDE)
     parser.add_argument("--more-steps", default="", help="comma-separated steps added to the steps table, e.g. 50,100")
-    table_options(parser, TABLES)
     args = parser.parse_args(argv)
 
     steps_axis = list(STEPS) + [int(s) for s in args.more_steps.split(",") if s.strip()]
     runs, tables = plan(steps_axis)
     pairs = evaluation.find_pairs(args.data)
-    out, doc, docs = Path(args.out), Path(args.doc), Path(args.docs_results)
-    results = fuse_tables(parser, args, runs, tables, pairs, out, args.max_side)
+    results = run_tables(parser, args, runs, tables, pairs, args.max_side)
     if results is None:
         return 0
-    copy_results(out, list(runs), docs, tables["defaults"].rows[0][1])
-    command = f"--data {args.data}" + (f" --max-side {args.max_side}" if args.max_side != MAX_SIDE else "") + (
-        f" --more-steps {args.more_steps}" if args.more_steps else "")
+    command = command_line(parser, args, ("data", "max_side", "more_steps"))
     anchors = [row for row in tables["defaults"].rows if row[2] in evaluation.CLASSICAL_METHODS]
-    plot = Path(args.plot)
-    io.write_image(plot, draw_plot([Table("", tables["steps"].rows + anchors)], runs, results, args.plot_metric))
-    lines = set_up(command, pairs, args.max_side, docs, doc) + format_tables(list(tables.values()), results)
-    lines += plot_section(plot, doc, args.plot_metric, "DIG and static at each step count of the steps table, and "
-                          "the classical anchors; the seconds are as noisy as the tables' column")
-    update_doc(doc, "\n".join(lines), BEGIN, END)
-    print(f"wrote {doc}, {plot} and {docs}")
+    lines = set_up(command, pairs, args.max_side, Path(args.out)) + format_tables(list(tables.values()), results)
+    lines += plot_section(Path(args.plot), Table("", tables["steps"].rows + anchors), runs, results, args.plot_metric,
+                          "DIG and static at each step count of the steps table, and the classical anchors; the "
+                          "seconds are as noisy as the tables' column")
+    update_doc(Path(args.doc), lines, BEGIN, END)
+    print(f"wrote {args.doc} and {args.plot}")
     return 0
 
 

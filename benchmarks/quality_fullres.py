@@ -1,5 +1,5 @@
-"""Does the DIG window chosen at a 256-px long side hold at the size users fuse? The third generated
-block of docs/QUALITY.md.
+"""Does the DIG window chosen at a 256-px long side hold at the size users fuse? The block "Full
+resolution" of docs/QUALITY.md.
 
 The defaults' windows were chosen on sources downscaled to a 256-px long side (``quality_all.py``);
 a window in pixels covers less of the scene in a larger image. This fuses a fixed subset of the
@@ -11,11 +11,10 @@ and fixed in pixels: that window, wider DIG windows towards the 640/256 = 2.5 ra
 window times 2.5, and both times 2.5; against the defaults (9 px at 256, scaled; the DIG window per
 task), static guidance and the classical anchors; its other rows keep the one DIG window of the time
 (``Settings.dig_window``, 41 px). A second table varies, around the defaults, what else was chosen at
-256 px: one tau for every task against the per-task taus, and 25 steps for every task (mef's default
-until the fourteenth session). ``--tables`` picks the tables whose missing fusions are computed now,
-as in ``quality_all.py``. One resumable sub-folder of ``--out`` per setting, as ``dig2dig eval``
-writes it; their ``per_pair.csv``, ``summary.csv`` and ``run.json`` are copied to
-``docs/quality_fullres/``, with the defaults' ``report.md`` and picture strips.
+256 px: one tau for every task against the per-task taus, and 25 steps for every task (an earlier
+default of mef, see CHANGELOG.md). ``--tables`` picks the tables whose missing fusions are computed
+now, as in ``quality_all.py``. One resumable ``dig2dig eval`` folder under ``--out`` (default
+``runs/quality_fullres``) per setting.
 
     python benchmarks/quality_fullres.py --data ../shared/data
 """
@@ -26,14 +25,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from dig2dig.runtime import api
 from dig2dig.runtime import eval as evaluation
-from dig2dig.runtime.sampler import Settings, scaled_window
+from dig2dig.runtime.sampler import scaled_window
+from dig2dig.runtime.settings import TASKS, Settings, task_default_text
 from machine import bundled_prior, machine_line
-from quality_all import LABELS, PER_TASK, PER_TASK_BUT, copy_results, fuse_tables, table_options
-from quality_sweep import Run, Table, add_run, folder_name, format_tables, quality_parser, select_pairs, update_doc
+from quality_all import LABELS, PER_TASK, PER_TASK_BUT
+from sweeps import (Run, Table, add_run, command_line, format_tables, quality_parser, run_tables, select_pairs,
+                    update_doc)
 
-ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- quality-fullres:begin -->", "<!-- quality-fullres:end -->"
 MAX_SIDE = 640
 PAIRS_PER_TASK = 4
@@ -61,7 +60,7 @@ def plan() -> Tuple[Dict[str, Run], Dict[str, Table]]:
         return add(settings, method, PER_TASK_BUT["dig_window"])
 
     dig = f"DIG, window {base.dig_window} x {base.dig_passes}"
-    defaults = f"DIG, window per task ({api.task_default_text('dig_window')}) x {base.dig_passes}"
+    defaults = f"DIG, window per task ({task_default_text('dig_window')}) x {base.dig_passes}"
     scaled = f"at {base.em_window_side} px, scaled to each pair's"
     rows = [(f"{dig}, E-step window {WINDOWS_EM} {scaled}", asked(earlier, "dig"), "dig"),
             (f"{dig}, E-step window {WINDOWS_EM}, in pixels", asked(pixels, "dig"), "dig")]
@@ -78,7 +77,7 @@ def plan() -> Tuple[Dict[str, Run], Dict[str, Table]]:
     rows += anchors
     windows = Table(f"The DIG and E-step windows at full resolution (asked at E-step window {WINDOWS_EM}), "
                     f"{base.steps} steps", rows)
-    rows = [(f"DIG, tau per task, {api.task_default_text('dig_tau')} (defaults)", add(base, "dig"), "dig")]
+    rows = [(f"DIG, tau per task, {task_default_text('dig_tau')} (defaults)", add(base, "dig"), "dig")]
     rows += [(f"DIG, tau = {tau:g} for every task", add(replace(base, dig_tau=tau), "dig", PER_TASK_BUT["dig_tau"]),
               "dig") for tau in FIXED_TAU]
     rows += [(f"DIG, {MORE_STEPS} steps", add(replace(base, steps=MORE_STEPS), "dig"), "dig"),
@@ -92,7 +91,7 @@ def plan() -> Tuple[Dict[str, Run], Dict[str, Table]]:
 def set_up(command: str, pairs: Sequence[evaluation.Pair], per_task: int, max_side: int) -> List[str]:
     """The generated set-up paragraph: command, machine, pairs and their sizes, defaults."""
     listed = "; ".join(f"{task}: " + ", ".join(f"{p.dataset}/{p.name}" for p in pairs if p.task == task)
-                       for task in api.TASKS)
+                       for task in TASKS)
     base = Settings()
     return ["## Full resolution (generated)", "",
             f"Command: `python benchmarks/quality_fullres.py {command}`", "",
@@ -101,36 +100,29 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], per_task: int, max_si
             f"Sources larger than {max_side} px on the long side are downscaled with OpenCV INTER_AREA to "
             f"{max_side} px; smaller ones are fused as they are. Model: the bundled prior ({bundled_prior()}).", "",
             f"Unless a row says otherwise, the defaults of `dig2dig fuse` (chosen at a 256-px long side), but "
-            f"{base.steps} steps for every task (the defaults: {api.task_default_text('steps')}), DIG refresh "
-            f"every {base.dig_every} steps, window per task ({api.task_default_text('dig_window')}) x "
+            f"{base.steps} steps for every task (the defaults: {task_default_text('steps')}), DIG refresh "
+            f"every {base.dig_every} steps, window per task ({task_default_text('dig_window')}) x "
             f"{base.dig_passes} passes, E-step window "
             f"{base.em_window} at a {base.em_window_side}-px long side "
-            f"(scaled to each pair's), tau per task ({api.task_default_text('dig_tau')}). "
+            f"(scaled to each pair's), tau per task ({task_default_text('dig_tau')}). "
             "Each cell is the mean over the task's pairs; seconds: wall time of one fusion on this machine.", ""]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = quality_parser(__doc__.split("\n\n")[0], "quality_fullres")
-    parser.add_argument("--docs-results", default=str(ROOT / "docs" / "quality_fullres"),
-                        help="where each folder's small result files are copied")
+    parser = quality_parser(__doc__.split("\n\n")[0], "quality_fullres", TABLES)
     parser.add_argument("--pairs-per-task", type=int, default=PAIRS_PER_TASK)
     parser.add_argument("--max-side", type=int, default=MAX_SIDE)
-    table_options(parser, TABLES)
     args = parser.parse_args(argv)
 
     runs, tables = plan()
     pairs = select_pairs(evaluation.find_pairs(args.data), args.pairs_per_task)
-    out, doc = Path(args.out), Path(args.doc)
-    results = fuse_tables(parser, args, runs, tables, pairs, out, args.max_side)
+    results = run_tables(parser, args, runs, tables, pairs, args.max_side)
     if results is None:
         return 0
-    copy_results(out, list(runs), Path(args.docs_results), folder_name(Settings(), PER_TASK))
-    command = f"--data {args.data}" + (
-        f" --pairs-per-task {args.pairs_per_task}" if args.pairs_per_task != PAIRS_PER_TASK else "") + (
-        f" --max-side {args.max_side}" if args.max_side != MAX_SIDE else "")
-    update_doc(doc, "\n".join(set_up(command, pairs, args.pairs_per_task, args.max_side)
-                              + format_tables(list(tables.values()), results)), BEGIN, END)
-    print(f"wrote {doc} and {args.docs_results}")
+    command = command_line(parser, args, ("data", "pairs_per_task", "max_side"))
+    update_doc(Path(args.doc), set_up(command, pairs, args.pairs_per_task, args.max_side)
+               + format_tables(list(tables.values()), results), BEGIN, END)
+    print(f"wrote {args.doc}")
     return 0
 
 
