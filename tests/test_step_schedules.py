@@ -1,18 +1,24 @@
-"""DIG-driven step schedules: placement, the explicit schedule in the sampler, the file and the CLI."""
+"""Step schedules: an explicit schedule in the sampler (``Settings.timesteps``), and the DIG-driven placement
+of ``benchmarks/step_schedules.py`` on a vendored pair."""
 from __future__ import annotations
 
-import json
+import sys
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dig2dig.calibration.steps import SCHEDULE_FORMAT, load_schedule, schedule_from_profile
-from dig2dig.runtime import api, cli
-from dig2dig.runtime.errors import InputError
-from dig2dig.runtime.sampler import Settings, Trace, initial_noise, sample
+from dig2dig.runtime import api
+from dig2dig.runtime import eval as evaluation
+from dig2dig.runtime.sampler import Trace, initial_noise, sample
 from dig2dig.runtime.schedule import ADM_LINEAR, Schedule
-from test_sampler import crop_pair
+from dig2dig.runtime.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from step_schedules import calibrate, schedule_from_profile  # noqa: E402
 
 FINE = list(range(999, -1, -111))[:9] + [0]  # 999, 888, ..., 111, 0
 
@@ -68,49 +74,11 @@ def test_sampler_runs_an_explicit_schedule() -> None:
     assert [(r["t"], r["t_next"]) for r in trace.refreshes] == [(999, 950), (800, 300)]
 
 
-def test_schedule_file_errors(tmp_path: Path) -> None:
-    good = tmp_path / "good.json"
-    good.write_text(json.dumps({"format": SCHEDULE_FORMAT, "timesteps": [999, 500, 0]}))
-    assert load_schedule(str(good)) == (999, 500, 0)
-    for name, text in (("missing.json", None), ("garbage.json", "{not json"),
-                       ("other.json", json.dumps({"timesteps": [999, 0]})),
-                       ("ascending.json", json.dumps({"format": SCHEDULE_FORMAT, "timesteps": [0, 999]}))):
-        path = tmp_path / name
-        if text is not None:
-            path.write_text(text)
-        with pytest.raises(InputError, match=name):
-            load_schedule(str(path))
-
-
-def test_calibrate_then_fuse_with_the_schedule(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    data = Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not data.is_dir():
-        pytest.skip(f"development data not found at {data}")
-    schedule = tmp_path / "ivf.json"
-    assert cli.main(["calibrate-steps", "--data", str(data), "--task", "ivf", "--steps", "4", "--fine-steps", "8",
-                     "--pairs", "1", "--max-side", "64", "-o", str(schedule)]) == 0
-    record = json.loads(schedule.read_text())
+def test_calibrate_profiles_a_vendored_pair() -> None:
+    [pair] = evaluation.find_pairs(ROOT / "tests" / "data" / "pairs", task="ivf", dataset="TNO", limit_per_dataset=1)
+    with closing(api.open_runner()) as runner:
+        record = calibrate([pair], "ivf", 4, 8, 48, 0.5, runner)
     assert record["timesteps"][0] == 999 and record["timesteps"][-1] == 0 and len(record["timesteps"]) == 4
-    assert len(record["interval_gains"]) == 7 and abs(sum(record["interval_gains"]) - 1) < 1e-4
-    a = sorted((data / "ivf").glob("*/a/*.png"))[0]
-    crops = crop_pair(a, a.parent.parent / "b" / a.name, tmp_path, 64, 80)
-    out = tmp_path / "fused.png"
-    assert cli.main(["fuse", *map(str, crops), "-o", str(out), "--schedule", str(schedule), "-q"]) == 0
-    assert out.is_file()
-    bad = tmp_path / "bad.json"
-    bad.write_text("[]")
-    assert cli.main(["fuse", *map(str, crops), "-o", str(tmp_path / "x.png"), "--schedule", str(bad), "-q"]) == 2
-    assert "bad.json" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
-
-
-def test_calibrate_defaults_to_the_task_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without --steps the schedule has the task's default step count (api.TASK_DEFAULTS)."""
-    data = Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not data.is_dir():
-        pytest.skip(f"development data not found at {data}")
-    monkeypatch.setitem(api.TASK_DEFAULTS, "mef", {**api.TASK_DEFAULTS["mef"], "steps": 3})
-    schedule = tmp_path / "mef.json"
-    assert cli.main(["calibrate-steps", "--data", str(data), "--task", "mef", "--fine-steps", "6", "--pairs", "1",
-                     "--max-side", "48", "-o", str(schedule)]) == 0
-    record = json.loads(schedule.read_text())
-    assert record["steps"] == 3 and len(record["timesteps"]) == 3
+    assert record["uniform_timesteps"] == [int(t) for t in Schedule.create(4, ADM_LINEAR).timesteps]
+    assert len(record["interval_gains"]) == 7 and sum(record["interval_gains"]) == pytest.approx(1, abs=1e-4)
+    assert record["pairs"] == ["TNO/10"]
