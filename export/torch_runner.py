@@ -1,8 +1,8 @@
 """The UNet in PyTorch on a CUDA device, as a ``Runner``: for benchmarks and verification only.
 
 The runtime never imports this module. It lets the GPU loop (``runtime.gpu``) run on our weights
-without a TensorRT engine: :meth:`TorchCudaRunner.denoise_device` has ``TrtRunner``'s signature and
-works on pycuda GPUArrays without host copies (PyTorch reads them through
+without a TensorRT engine: :meth:`TorchCudaRunner.denoise_device` (``Runner``'s device interface, as
+``TrtRunner``'s) works on pycuda GPUArrays without host copies (PyTorch reads them through
 ``__cuda_array_interface__``). PyTorch's runtime uses the device's primary context, the one
 ``kernels.cuda.CudaKernels`` retains, so the memory is shared; the model runs on the caller's
 stream through ``torch.cuda.ExternalStream``.
@@ -40,6 +40,8 @@ class TorchCudaRunner(Runner):
     that ``denoise`` runs on (default: PyTorch's current stream); ``denoise_device`` takes its own.
     """
 
+    on_device = True
+
     def __init__(self, weights: PathLike, config: Union[PathLike, Mapping[str, Any]], device: int = 0,
                  tf32: bool = False, stream_handle: Optional[int] = None) -> None:
         cfg = load_config(config) if isinstance(config, (str, Path)) else resolve_config(dict(config))
@@ -71,9 +73,8 @@ class TorchCudaRunner(Runner):
             return self.model(x, t)
 
     def denoise_device(self, x: Any, t: Any, y: Any, stream_handle: Optional[int] = None) -> None:
-        """Queue the model on GPU arrays (anything with ``__cuda_array_interface__``, e.g. pycuda
-        GPUArrays): x ``[N, C, H, W]``, t ``[N]`` in, y ``[N, C_out, H, W]`` out, on ``stream_handle``
-        (default: ``self.stream_handle``). Synchronise that stream before reading y."""
+        """Queue the model on GPU arrays (``Runner.denoise_device``; anything with
+        ``__cuda_array_interface__``, e.g. pycuda GPUArrays; default stream ``self.stream_handle``)."""
         shape = tuple(int(v) for v in x.shape)
         self._check(shape, tuple(t.shape))
         out_shape = (shape[0], self.info.out_channels) + shape[2:]
@@ -84,19 +85,11 @@ class TorchCudaRunner(Runner):
             out = self._run(torch.as_tensor(x, device=self.device), torch.as_tensor(t, device=self.device))
             torch.as_tensor(y, device=self.device).copy_(out)
 
-    def denoise(self, x: Any, t: Any) -> Any:
-        """Host arrays in, host array out (synchronous); GPU arrays in, a new pycuda GPUArray out,
-        queued on ``self.stream_handle``."""
-        if isinstance(x, np.ndarray):
-            x = np.ascontiguousarray(x, dtype=np.float32)
-            t = np.ascontiguousarray(t, dtype=np.float32)
-            self._check(x.shape, t.shape)
-            with torch.cuda.stream(self._stream(self.stream_handle)):
-                out = self._run(torch.from_numpy(x).to(self.device), torch.from_numpy(t).to(self.device))
-                return out.cpu().numpy()
-        import pycuda.gpuarray as gpuarray
-
-        y = gpuarray.empty((int(x.shape[0]), self.info.out_channels) + tuple(int(v) for v in x.shape[2:]),
-                           np.float32)
-        self.denoise_device(x, t, y)
-        return y
+    def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Host arrays in, host array out (synchronous), run on ``self.stream_handle``."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        t = np.ascontiguousarray(t, dtype=np.float32)
+        self._check(x.shape, t.shape)
+        with torch.cuda.stream(self._stream(self.stream_handle)):
+            out = self._run(torch.from_numpy(x).to(self.device), torch.from_numpy(t).to(self.device))
+            return out.cpu().numpy()

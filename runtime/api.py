@@ -98,7 +98,7 @@ def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] 
         else:
             x_T = init_noise
         trace = Trace()
-        if hasattr(runner, "denoise_device"):  # a GPU backend: the whole loop stays on the device
+        if runner.on_device:  # a GPU backend: the whole loop stays on the device
             from .gpu import gpu_sample
 
             on_gpu = gpu_sample(runner, padded, settings, x_T, progress=progress, trace=trace)

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 
 class DeviceRunner(Runner):
-    """A GPU runner (``denoise_device(x, t, y, stream_handle)``: ``TrtRunner``, ``TorchCudaRunner``)
-    seen by the sampler as a plain runner on device arrays.
+    """A GPU runner (``on_device``: ``TrtRunner``, ``TorchCudaRunner``) seen by the sampler as a plain
+    runner on device arrays.
 
     ``denoise(x, t)`` takes GPUArrays, queues the model on the ops' stream into a pooled output and
     returns it; with ``timed``, CUDA events around each call give the model's GPU time
@@ -29,21 +29,21 @@ class DeviceRunner(Runner):
     can be neither waited for nor timed.
     """
 
-    def __init__(self, runner: Any, ops: "CudaOps", timed: bool = True) -> None:
+    def __init__(self, runner: Runner, ops: "CudaOps", timed: bool = True) -> None:
         self.runner, self.ops, self.info, self.timed = runner, ops, runner.info, timed
         self._events: List[Tuple[Any, Any]] = []
 
     def denoise(self, x: Any, t: Any) -> Any:
         shape = (int(x.shape[0]), self.info.out_channels) + tuple(int(v) for v in x.shape[2:])
         y = self.ops.buffer("denoise", shape)
-        if not self.timed:
-            self.runner.denoise_device(x, t, y, self.ops.stream.handle)
-            return y
-        start, end = self.ops.kernels.driver.Event(), self.ops.kernels.driver.Event()
-        start.record(self.ops.stream)
-        self.runner.denoise_device(x, t, y, self.ops.stream.handle)
-        end.record(self.ops.stream)
-        self._events.append((start, end))
+        driver, stream = self.ops.kernels.driver, self.ops.stream
+        events = (driver.Event(), driver.Event()) if self.timed else None
+        if events is not None:
+            events[0].record(stream)
+        self.runner.denoise_device(x, t, y, stream.handle)
+        if events is not None:
+            events[1].record(stream)
+            self._events.append(events)
         return y
 
     def seconds(self) -> float:
@@ -69,11 +69,11 @@ class GpuSample:
     trace: Trace = field(default_factory=Trace)
 
 
-def gpu_sample(runner: Any, sources: np.ndarray, settings: Settings, x_T: np.ndarray,
+def gpu_sample(runner: Runner, sources: np.ndarray, settings: Settings, x_T: np.ndarray,
                ops: Optional["CudaOps"] = None, progress: Optional[Callable[[int, int], None]] = None, trace: Optional[Trace] = None) -> GpuSample:
     """``sampler.sample`` on the GPU for host ``sources`` ``(2, H, W)`` and ``x_T`` ``(C, H, W)``.
 
-    ``runner`` must have ``denoise_device``; ``ops`` defaults to a new ``CudaOps`` (closed at the end).
+    ``runner`` is a GPU runner (``on_device``); ``ops`` defaults to a new ``CudaOps`` (closed at the end).
     Returns the final sample as ``sampler.sample`` does, on the host; raises ``NumericalError`` after
     the download when a model output held NaN/Inf (the device record is read once, with the rest).
     """

@@ -38,6 +38,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
+from .backends.base import Runner
 from .sampler import Settings, Trace, raise_if_nonfinite, sample
 
 CU_STREAM_CAPTURE_MODE_GLOBAL = 0  # cuda.h's CUstreamCaptureMode: any unsafe call, any thread, fails
@@ -131,14 +132,14 @@ class DriverGraph:
 class GraphedLoop:
     """``runtime.gpu.gpu_sample`` for one frame size and one ``settings``, as a replayed CUDA graph.
 
-    ``runner`` has ``denoise_device`` (``TrtRunner``, ``TorchCudaRunner``); ``graph`` captures it
+    ``runner`` is a GPU runner (``on_device``: ``TrtRunner``, ``TorchCudaRunner``); ``graph`` captures it
     (default :class:`DriverGraph`; the PyTorch runner needs ``export.cuda_graph.TorchGraph``).
     ``sources`` ``(2, H, W)`` and ``x_T`` ``(C, H, W)``: the first frame, used for the warm-up run
     and the capture. :meth:`run` fuses any frame of that shape; :meth:`replay` replays the graph
     on what the input buffers hold. :attr:`trace` holds the last replay's DIG maps (device arrays).
     """
 
-    def __init__(self, runner: Any, settings: Settings, sources: np.ndarray, x_T: np.ndarray,
+    def __init__(self, runner: Runner, settings: Settings, sources: np.ndarray, x_T: np.ndarray,
                  graph: Any = None, device: int = 0) -> None:
         from ..kernels.cuda import CudaKernels
         from ..kernels.cuda_ops import CudaOps

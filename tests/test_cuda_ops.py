@@ -181,6 +181,8 @@ def test_fake_kernels_have_the_real_signatures():
 class FakeRunner(Runner):
     """A deterministic stand-in UNet with both the host and the device interface."""
 
+    on_device = True
+
     def __init__(self, channels: int, learn_sigma: bool = False) -> None:
         self.info = ModelInfo(in_channels=channels, out_channels=channels * (2 if learn_sigma else 1),
                               learn_sigma=learn_sigma, multiple=8, precision="fp32", schedule=ADM_LINEAR)
@@ -192,6 +194,16 @@ class FakeRunner(Runner):
 
     def denoise_device(self, x: Any, t: Any, y: Any, stream_handle: Optional[int] = None) -> None:
         dense("y", y)[...] = self.denoise(x.arr, t.arr)
+
+
+def test_a_host_runner_refuses_device_arrays():
+    class HostRunner(Runner):
+        def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+            return x
+
+    assert not HostRunner().on_device and FakeRunner(1).on_device
+    with pytest.raises(NotImplementedError, match="HostRunner runs on host arrays only"):
+        HostRunner().denoise_device(None, None, None)
 
 
 def sources(height: int = 24, width: int = 40) -> np.ndarray:

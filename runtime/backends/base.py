@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 
@@ -56,13 +56,25 @@ class ModelInfo:
 
 
 class Runner(ABC):
-    """Runs the UNet: ``denoise(x, t)`` maps float32 ``[N, C, H, W]`` and ``[N]`` to the raw output."""
+    """Runs the UNet: ``denoise(x, t)`` maps float32 ``[N, C, H, W]`` and ``[N]`` host arrays to the raw output.
+
+    A runner with ``on_device`` True (a GPU backend) also runs on device arrays through
+    :meth:`denoise_device`, so ``api.fuse`` keeps the whole loop on the GPU (``runtime.gpu``).
+    """
 
     info: ModelInfo
+    on_device: bool = False
 
     @abstractmethod
     def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Raw model output ``[N, C_out, H, W]`` (epsilon first) for inputs x at training steps t."""
+
+    def denoise_device(self, x: Any, t: Any, y: Any, stream_handle: Optional[int] = None) -> None:
+        """Queue the model on device arrays: x ``[N, C, H, W]`` and t ``[N]`` in, y ``[N, C_out, H, W]``
+        out, all C-contiguous float32 on the runner's GPU, on the CUDA stream ``stream_handle`` (default:
+        the runner's own); nothing is copied to the host, so synchronise the stream before reading y.
+        Only runners with ``on_device`` have it."""
+        raise NotImplementedError(f"{type(self).__name__} runs on host arrays only (on_device is False)")
 
     def close(self) -> None:
         """Release backend resources (sessions, engines, buffers)."""

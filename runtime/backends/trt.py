@@ -70,6 +70,8 @@ class TrtRunner(Runner):
     takes pycuda GPUArrays and only enqueues the engine on the stream: nothing leaves the GPU.
     """
 
+    on_device = True
+
     def __init__(self, path: str, device: int = 0, stream: Any = None) -> None:
         check_tensorrt()
         import tensorrt as trt
@@ -211,11 +213,7 @@ class TrtRunner(Runner):
         return y
 
     def denoise_device(self, x: Any, t: Any, y: Any, stream_handle: Optional[int] = None) -> None:
-        """Enqueue the engine on GPU arrays: x ``[N, C, H, W]``, t ``[N]`` in, y ``[N, C_out, H, W]`` out.
-
-        All three are C-contiguous float32 pycuda GPUArrays on this device; the call only enqueues
-        work on ``stream_handle`` (default: :attr:`stream`), so synchronise before reading y.
-        """
+        """Enqueue the engine on pycuda GPUArrays (``Runner.denoise_device``; default stream :attr:`stream`)."""
         if len(x.shape) != 4:
             raise InputError(f"x: expected [N, C, H, W], got {tuple(x.shape)}")
         n, channels, height, width = (int(v) for v in x.shape)
