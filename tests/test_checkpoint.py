@@ -2,21 +2,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from dig2dig.export.checkpoint import FORMATS, load_config, load_model, load_state_dict, save_state_dict
-from dig2dig.export.unet import resolve_config
-from dig2dig.runtime.errors import InputError, ModelError
+torch = pytest.importorskip("torch")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-ADM = SHARED / "reference" / "adm"
+from conftest import ADM  # noqa: E402
+from dig2dig.export.checkpoint import FORMATS, load_config, load_model, load_state_dict, save_state_dict  # noqa: E402
+from dig2dig.export.unet import resolve_config  # noqa: E402
+from dig2dig.runtime.errors import InputError, ModelError  # noqa: E402
+
 CONFIG = ADM / "small_unet_config.json"
 WEIGHTS = ADM / "small_unet_weights.npz"
-IO = ADM / "small_unet_io.npz"
 KEYS_256 = ADM / "unet_256_uncond_keys.json"
 # DDFM's configs/model_config_imagenet.yaml written as JSON (MMIF-DDFM@589f5cb).
 DDFM_256 = {"image_size": 256, "num_channels": 256, "num_res_blocks": 2, "channel_mult": "", "learn_sigma": True,
@@ -37,9 +35,6 @@ class Payload:
 
 @pytest.fixture(scope="module")
 def config():
-    for path in (CONFIG, WEIGHTS, IO):
-        if not path.exists():
-            pytest.skip(f"shared ADM reference not found at {path}")
     return json.loads(CONFIG.read_text())["create_model_kwargs"]
 
 
@@ -60,22 +55,22 @@ def test_round_trip(tmp_path, state, suffix):
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
-def test_load_model_reproduces_reference(tmp_path, config, state, suffix):
+def test_load_model_reproduces_reference(tmp_path, config, state, adm_io, suffix):
     path = tmp_path / f"weights{suffix}"
     save_state_dict(state, path)
     model = load_model(path, config)
     assert not model.training
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
-    with np.load(IO) as io, torch.no_grad():
-        out = model(torch.from_numpy(io["x_nonsquare"]), torch.from_numpy(io["t"])).numpy()
-        assert np.max(np.abs(out - io["out_nonsquare_f32"])) <= 1e-5
+    with torch.no_grad():
+        out = model(torch.from_numpy(adm_io["x_nonsquare"]), torch.from_numpy(adm_io["t"])).numpy()
+    assert np.max(np.abs(out - adm_io["out_nonsquare_f32"])) <= 1e-5
 
 
-def test_load_model_from_reference_npz(config):
+def test_load_model_from_reference_npz(config, adm_io):
     model = load_model(WEIGHTS, config)
-    with np.load(IO) as io, torch.no_grad():
-        out = model(torch.from_numpy(io["x"]), torch.from_numpy(io["t"].astype(np.float32))).numpy()
-        assert np.max(np.abs(out - io["out_f32"])) <= 1e-5
+    with torch.no_grad():
+        out = model(torch.from_numpy(adm_io["x"]), torch.from_numpy(adm_io["t"].astype(np.float32))).numpy()
+    assert np.max(np.abs(out - adm_io["out_f32"])) <= 1e-5
 
 
 def _edited(state, edit):
@@ -158,8 +153,6 @@ def test_config_forms(tmp_path, config):
 
 
 def test_ddfm_256_config(tmp_path):
-    if not KEYS_256.exists():
-        pytest.skip(f"shared ADM reference not found at {KEYS_256}")
     expected = resolve_config(json.loads(KEYS_256.read_text())["create_model_kwargs"])
     assert load_config(KEYS_256) == expected
     ddfm = tmp_path / "model_config_imagenet.json"

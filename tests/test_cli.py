@@ -12,22 +12,19 @@ import cv2
 import numpy as np
 import pytest
 
+import conftest
 from dig2dig.cli import main
 from dig2dig.runtime import api, cli, settings
 from dig2dig.runtime.errors import InputError
 from dig2dig.runtime.options import settings_from_args
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-TNO = SHARED / "data" / "ivf" / "TNO"
-pytestmark = pytest.mark.skipif(not TNO.is_dir(), reason=f"shared TNO pairs not found at {TNO}")
-
 
 @pytest.fixture()
 def pair(tmp_path: Path) -> Tuple[str, str]:
-    """A real infrared/visible pair, cropped to 64x96 to keep the CLI runs short."""
+    """A real infrared/visible pair (TNO 10), cropped to 64x96 to keep the CLI runs short."""
     paths = []
-    for role in ("a", "b"):
-        img = cv2.imread(str(TNO / role / "10.png"), cv2.IMREAD_UNCHANGED)[200:264, 300:396]
+    for role, source in zip(("a", "b"), conftest.pair("ivf", "10")):
+        img = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)[:64, :96]
         path = tmp_path / f"{role}.png"
         cv2.imwrite(str(path), img)
         paths.append(str(path))

@@ -1,5 +1,5 @@
 """The PyTorch DDFM baseline of benchmarks/fuse_cpu.py runs DDFM's algorithm: its EM step matches
-DDFM's own (shared/reference/ddfm_em) and its whole loop matches our sampler with static weights."""
+DDFM's own (tests/data/reference/ddfm_em) and its whole loop matches our sampler with static weights."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,17 +8,16 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-import torch
 
-from dig2dig.export.checkpoint import load_config, load_model
-from dig2dig.runtime import io
-from dig2dig.runtime.backends.ort import OrtRunner
-from dig2dig.runtime.sampler import Settings, initial_noise, sample
+torch = pytest.importorskip("torch")
+
+from conftest import em_iterations, pair  # noqa: E402
+from dig2dig.export.checkpoint import load_config, load_model  # noqa: E402
+from dig2dig.runtime import io  # noqa: E402
+from dig2dig.runtime.backends.ort import OrtRunner  # noqa: E402
+from dig2dig.runtime.sampler import Settings, initial_noise, sample  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-EM_NPZ = SHARED / "reference" / "ddfm_em" / "em_reference.npz"
-PAIR = [SHARED / "data" / "ivf" / "TNO" / side / "10.png" for side in ("a", "b")]
 MODEL_DIR = ROOT / "models" / "default"
 
 
@@ -32,22 +31,18 @@ def _baseline() -> ModuleType:
 ddfm_torch = _baseline()
 
 
-def test_em_step_matches_ddfm():
-    if not EM_NPZ.exists():
-        pytest.skip(f"shared DDFM EM reference not found at {EM_NPZ}")
-    ref = np.load(EM_NPZ)
-    f_pre, I, V = (torch.from_numpy(ref[key]) for key in ("f_pre", "I", "V"))
+def test_em_step_matches_ddfm(em_ref):
+    f_pre, I, V = (torch.from_numpy(em_ref[key]) for key in ("f_pre", "I", "V"))
     state = ddfm_torch.em_init(*I.shape[-2:])
-    for k in range(5):
+    for k in range(em_iterations(em_ref)):
         F, state = ddfm_torch.em_step(f_pre, I, V, state, lamb=0.5, rho=0.001)
-        np.testing.assert_allclose(F.numpy(), ref[f"F_f32_iter{k}"], rtol=0, atol=1e-5)
-        assert float(state.tau_a) == pytest.approx(ref["tau_a_f32"][k], rel=1e-5)
+        np.testing.assert_allclose(F.numpy(), em_ref[f"F_f32_iter{k}"], rtol=0, atol=1e-5)
+        assert float(state.tau_a) == pytest.approx(em_ref["tau_a_f32"][k], rel=1e-5)
 
 
-@pytest.mark.skipif(not all(p.exists() for p in PAIR), reason="shared TNO pair 10 not present")
 def test_loop_matches_our_static_sampler():
-    crop = (slice(200, 264), slice(300, 364))
-    sources = np.stack([io.read_source(str(p)).luma[crop] for p in PAIR]).astype(np.float32) * 2 - 1
+    crop = (slice(0, 64), slice(0, 64))
+    sources = np.stack([io.read_source(str(p)).luma[crop] for p in pair("ivf", "10")]).astype(np.float32) * 2 - 1
     x_T = initial_noise((1, 64, 64), seed=0)
     ddfm = Settings(steps=5, guidance="static", em_window=1, em_power=1.0)
     ours = sample(OrtRunner(str(MODEL_DIR / "model.onnx")), sources, ddfm, x_T)

@@ -1,96 +1,85 @@
-"""EM step vs DDFM's own EM_onestep (shared/reference/ddfm_em), and the Dig2DIG source weights."""
+"""EM step vs DDFM's own EM_onestep (tests/data/reference/ddfm_em), and the Dig2DIG source weights."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import em_iterations
 from dig2dig.kernels.em import em_init, em_step
 from test_kernels_numpy import noisy_tno_pair
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-EM_NPZ = SHARED / "reference" / "ddfm_em" / "em_reference.npz"
-
-
-@pytest.fixture(scope="module")
-def ref():
-    if not EM_NPZ.exists():
-        pytest.skip(f"shared DDFM EM reference not found at {EM_NPZ}")
-    return np.load(EM_NPZ)
-
 
 # em_step takes the sources in A/B order: DDFM's V is source A, its I source B.
-def _inputs(ref, dtype):
-    return tuple(ref[key][0, 0].astype(dtype) for key in ("f_pre", "I", "V"))
+def _inputs(em_ref, dtype):
+    return tuple(em_ref[key][0, 0].astype(dtype) for key in ("f_pre", "I", "V"))
 
 
-def test_otfs_match_psf2otf(ref):
+def test_otfs_match_psf2otf(em_ref):
     state = em_init((128, 128), np.float32)
     assert state.conj_k1.dtype == np.complex64 and state.denom.dtype == np.float32
-    np.testing.assert_allclose(np.conj(state.conj_k1), ref["init_fft_k1"], atol=1e-6)
-    np.testing.assert_allclose(np.conj(state.conj_k2), ref["init_fft_k2"], atol=1e-6)
-    denom = 1 + ref["init_fft_k1sq"] + ref["init_fft_k2sq"]
+    np.testing.assert_allclose(np.conj(state.conj_k1), em_ref["init_fft_k1"], atol=1e-6)
+    np.testing.assert_allclose(np.conj(state.conj_k2), em_ref["init_fft_k2"], atol=1e-6)
+    denom = 1 + em_ref["init_fft_k1sq"] + em_ref["init_fft_k2sq"]
     np.testing.assert_allclose(state.denom, denom.real, atol=1e-5)
     assert em_init((128, 128), np.float64).conj_k1.dtype == np.complex128
 
 
 @pytest.mark.parametrize("dtype, tag, atol", [(np.float64, "f64", 1e-9), (np.float32, "f32", 1e-5)])
-def test_five_iterations_match_ddfm(ref, dtype, tag, atol):
-    f_pre, I, V = _inputs(ref, dtype)
+def test_iterations_match_ddfm(em_ref, dtype, tag, atol):
+    f_pre, I, V = _inputs(em_ref, dtype)
     state = em_init(I.shape, dtype)
-    for k in range(5):
+    for k in range(em_iterations(em_ref)):
         F, state = em_step(f_pre, V, I, state, lamb=0.5, rho=0.001)
         assert F.dtype == dtype and state.F1.dtype == dtype
-        np.testing.assert_allclose(F, ref[f"F_{tag}_iter{k}"][0, 0], rtol=0, atol=atol)
-        assert float(state.tau_a) == pytest.approx(ref[f"tau_a_{tag}"][k], rel=1e-6)
-        assert float(state.tau_b) == pytest.approx(ref[f"tau_b_{tag}"][k], rel=1e-6)
+        np.testing.assert_allclose(F, em_ref[f"F_{tag}_iter{k}"][0, 0], rtol=0, atol=atol)
+        assert float(state.tau_a) == pytest.approx(em_ref[f"tau_a_{tag}"][k], rel=1e-6)
+        assert float(state.tau_b) == pytest.approx(em_ref[f"tau_b_{tag}"][k], rel=1e-6)
         if tag == "f64":
-            np.testing.assert_allclose(state.F1, ref[f"F1_f64_iter{k}"][0, 0], rtol=0, atol=1e-9)
-            np.testing.assert_allclose(state.F2, ref[f"F2_f64_iter{k}"][0, 0], rtol=0, atol=1e-9)
+            np.testing.assert_allclose(state.F1, em_ref[f"F1_f64_iter{k}"][0, 0], rtol=0, atol=1e-9)
+            np.testing.assert_allclose(state.F2, em_ref[f"F2_f64_iter{k}"][0, 0], rtol=0, atol=1e-9)
 
 
-def _run(ref, steps, w_i=None, w_v=None):
-    f_pre, I, V = _inputs(ref, np.float32)
+def _run(em_ref, steps, w_i=None, w_v=None):
+    f_pre, I, V = _inputs(em_ref, np.float32)
     state = em_init(I.shape, np.float32)
     for _ in range(steps):
         F, state = em_step(f_pre, V, I, state, w_a=w_v, w_b=w_i)
     return F, state
 
 
-def test_uniform_weights_are_ddfm(ref):
+def test_uniform_weights_are_ddfm(em_ref):
     half = np.full((128, 128), 0.5, np.float32)
-    F_none, state_none = _run(ref, 3)
-    F_half, state_half = _run(ref, 3, half, half)
+    F_none, state_none = _run(em_ref, 3)
+    F_half, state_half = _run(em_ref, 3, half, half)
     np.testing.assert_array_equal(F_half, F_none)
     assert state_half.tau_a == state_none.tau_a and state_half.tau_b == state_none.tau_b
 
 
-def test_weights_pull_toward_the_favoured_source(ref):
+def test_weights_pull_toward_the_favoured_source(em_ref):
     # Uniform: mean |F - I| = 0.171, |F - V| = 0.151; w_i = 0.9: 0.049 / 0.273; w_v = 0.9: 0.288 / 0.034.
-    _, I, V = _inputs(ref, np.float32)
-    F_uniform, _ = _run(ref, 1)
+    _, I, V = _inputs(em_ref, np.float32)
+    F_uniform, _ = _run(em_ref, 1)
     favour = np.full((128, 128), 0.9, np.float32)
-    F_i, _ = _run(ref, 1, favour, 1 - favour)
-    F_v, _ = _run(ref, 1, 1 - favour, favour)
+    F_i, _ = _run(em_ref, 1, favour, 1 - favour)
+    F_v, _ = _run(em_ref, 1, 1 - favour, favour)
     assert np.abs(F_i - I).mean() < 0.9 * np.abs(F_uniform - I).mean()
     assert np.abs(F_v - V).mean() < 0.9 * np.abs(F_uniform - V).mean()
 
 
-def test_weights_act_per_pixel(ref):
-    _, I, _ = _inputs(ref, np.float32)
+def test_weights_act_per_pixel(em_ref):
+    _, I, _ = _inputs(em_ref, np.float32)
     w_i = np.full((128, 128), 0.5, np.float32)
     w_i[:, 64:] = 0.9
-    F_uniform, _ = _run(ref, 1)
-    F, _ = _run(ref, 1, w_i, 1 - w_i)
+    F_uniform, _ = _run(em_ref, 1)
+    F, _ = _run(em_ref, 1, w_i, 1 - w_i)
     left, right = np.s_[:, :64], np.s_[:, 64:]
     assert np.abs(F[right] - I[right]).mean() < 0.9 * np.abs(F_uniform[right] - I[right]).mean()
     # Only the TV proximal term (from the unweighted H) couples the halves: the left half barely moves.
     assert np.abs(F[left] - F_uniform[left]).max() < 1e-2 * np.abs(F[right] - F_uniform[right]).max()
 
 
-def test_weights_come_in_pairs(ref):
-    f_pre, I, V = _inputs(ref, np.float32)
+def test_weights_come_in_pairs(em_ref):
+    f_pre, I, V = _inputs(em_ref, np.float32)
     with pytest.raises(ValueError, match="both"):
         em_step(f_pre, V, I, em_init(I.shape), w_b=np.full(I.shape, 0.5, np.float32))
 
@@ -180,7 +169,7 @@ def test_em_window_keeps_smooth_weights_and_the_taus():
 
 
 @pytest.mark.parametrize("window", [0, 4, 257])
-def test_em_window_must_be_odd_and_fit(ref, window):
-    f_pre, I, V = _inputs(ref, np.float32)  # 128 x 128: a radius of 128 does not fit
+def test_em_window_must_be_odd_and_fit(em_ref, window):
+    f_pre, I, V = _inputs(em_ref, np.float32)  # 128 x 128: a radius of 128 does not fit
     with pytest.raises(ValueError, match="EM window"):
         em_step(f_pre, V, I, em_init(I.shape), window=window)

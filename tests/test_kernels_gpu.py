@@ -21,7 +21,7 @@ import pytest
 
 from dig2dig.kernels import color, dig, em, rng, step
 from dig2dig.kernels.cuda import CudaKernels
-from test_kernels_numpy import EM_NPZ, noisy_tno_pair, plausible_estimates, real_sources
+from test_kernels_numpy import noisy_tno_pair, plausible_estimates, real_sources
 
 pytestmark = pytest.mark.gpu
 pytest.importorskip("pycuda.driver", reason="pycuda is not installed")
@@ -178,11 +178,8 @@ def compare_em(kernels: CudaKernels, f_pre, a, b, steps: int, weights=None, wind
         assert errors["F1"] <= 1e-5 and errors["F2"] <= 1e-5
 
 
-def test_em_ddfm_reference(kernels):
-    if not EM_NPZ.exists():
-        pytest.skip(f"shared DDFM EM reference not found at {EM_NPZ}")
-    ref = np.load(EM_NPZ)
-    compare_em(kernels, *(ref[key][0, 0] for key in ("f_pre", "V", "I")), steps=5)  # A = V, B = I
+def test_em_ddfm_reference(kernels, em_ref):
+    compare_em(kernels, *(em_ref[key][0, 0] for key in ("f_pre", "V", "I")), steps=5)  # A = V, B = I
 
 
 def test_em_real_weighted(kernels):

@@ -2,27 +2,21 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from conftest import em_iterations, pair
 from dig2dig.kernels import rng
 from dig2dig.kernels.cuda import EM_SOLVE_ITERATIONS, em_chebyshev_omegas
 from dig2dig.kernels.dig import box_mean, dig_weights
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-TNO = SHARED / "data" / "ivf" / "TNO"
-EM_NPZ = SHARED / "reference" / "ddfm_em" / "em_reference.npz"
-
 
 def real_sources(name: str = "22") -> np.ndarray:
     """(2, H, W) float32 infrared and visible TNO images in model space [-1, 1]."""
-    paths = [TNO / side / f"{name}.png" for side in ("a", "b")]
-    if not all(path.exists() for path in paths):
-        pytest.skip(f"shared TNO pair {name} not found under {TNO}")
-    return np.stack([cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in paths]).astype(np.float32) / 127.5 - 1
+    return np.stack([cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in pair("ivf", name)]
+                    ).astype(np.float32) / 127.5 - 1
 
 
 def noisy_tno_pair() -> tuple:
@@ -59,7 +53,7 @@ def test_dig_weights_on_real_pair():
 
 def test_dig_weights_are_scale_free():
     """Scaling every estimate's error by s scales the gains by s**2 and leaves the weights alone."""
-    sources = real_sources()[:, 200:328, 300:428]
+    sources = real_sources()
     x0_t, x0_next = plausible_estimates(sources)
     weights, gains = dig_weights(sources, x0_t, x0_next, 5, 1.0)
     scaled = [(sources + 0.25 * (x0 - sources)).astype(np.float32) for x0 in (x0_t, x0_next)]
@@ -77,7 +71,7 @@ def test_dig_gains_window_one_is_the_loss_difference():
 
 def test_dig_absolute_temperature_is_the_plain_softmax():
     """relative=False: softmax of the raw gains over tau (tau = 1: Dig2DIG's formula as written)."""
-    sources = real_sources()[:, 200:264, 300:364]
+    sources = real_sources()[:, :64, :64]
     x0_t, x0_next = plausible_estimates(sources)
     for tau in (1.0, 0.01):
         weights, gains = dig_weights(sources, x0_t, x0_next, 5, tau, relative=False)
@@ -223,18 +217,15 @@ def chebyshev_solve(rhs: np.ndarray) -> np.ndarray:
     return cur
 
 
-def test_gpu_em_iterative_solve_matches_ddfm_fft_solve():
+def test_gpu_em_iterative_solve_matches_ddfm_fft_solve(em_ref):
     """The GPU EM replaces DDFM's FFT solve for H by Chebyshev iterations on the same circular operator."""
-    if not EM_NPZ.exists():
-        pytest.skip(f"shared DDFM EM reference not found at {EM_NPZ}")
-    ref = np.load(EM_NPZ)
-    f_pre, I, V = (ref[key][0, 0] for key in ("f_pre", "I", "V"))  # noqa: E741
+    f_pre, I, V = (em_ref[key][0, 0] for key in ("f_pre", "I", "V"))  # noqa: E741
     F1 = F2 = np.zeros_like(I)
-    for k in range(5):
+    for k in range(em_iterations(em_ref)):
         Y, X = I - V, f_pre - V
         rhs = (Y - X) + (np.roll(F1, 1, 1) - F1) + (np.roll(F2, 1, 0) - F2)  # + K1^T F1 + K2^T F2
         H = chebyshev_solve(rhs.astype(np.float32))
-        expected = ref[f"H_f64_iter{k}"][0, 0]
+        expected = em_ref[f"H_f64_iter{k}"][0, 0]
         assert np.abs(H - expected).max() <= 5e-6 * np.abs(expected).max(), k
-        F1, F2 = (ref[f"{name}_f64_iter{k}"][0, 0].astype(np.float32) for name in ("F1", "F2"))
+        F1, F2 = (em_ref[f"{name}_f64_iter{k}"][0, 0].astype(np.float32) for name in ("F1", "F2"))
     assert len(em_chebyshev_omegas()) == EM_SOLVE_ITERATIONS

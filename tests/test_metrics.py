@@ -1,9 +1,8 @@
-"""Fusion metrics vs the CDDFuse Evaluator's values (shared/reference/metrics), and degenerate inputs."""
+"""Fusion metrics vs the CDDFuse Evaluator's values (tests/data/reference/metrics), and degenerate inputs."""
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,18 +10,15 @@ import pytest
 pytest.importorskip("scipy")
 pytest.importorskip("skimage")
 
+from conftest import METRICS  # noqa: E402
 from dig2dig.runtime import metrics  # noqa: E402
 from dig2dig.runtime.errors import InputError  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REF_DIR = SHARED / "reference" / "metrics"
-REF_JSON = REF_DIR / "metrics_reference.json"
+REF_JSON = METRICS / "metrics_reference.json"
 TOLERANCE = {"metrics_float64": (np.float64, 1e-6), "metrics_float32": (np.float32, 1e-4)}
 
 
 def _cases():
-    if not REF_JSON.exists():
-        return []
     ref = json.loads(REF_JSON.read_text())
     return [pytest.param(res, method, id=f"{res['pair']}-{method}")
             for res in ref["results"] for method in res["fused"]]
@@ -30,13 +26,11 @@ def _cases():
 
 @pytest.fixture(scope="module")
 def images():
-    if not REF_JSON.exists():
-        pytest.skip(f"shared metric reference not found at {REF_JSON}")
     cache = {}
 
     def read(name):
         if name not in cache:
-            cache[name] = metrics.read_gray(REF_DIR / name)
+            cache[name] = metrics.read_gray(METRICS / name)
         return cache[name]
     return read
 

@@ -7,24 +7,24 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
-import torch
 
-from dig2dig.export.checkpoint import load_config, load_model
-from dig2dig.export.cli import main
-from dig2dig.export.onnx_export import export_onnx
-from dig2dig.runtime.schedule import ADM_LINEAR
-from dig2dig.export.unet import create_model
-from dig2dig.runtime.backends.base import ModelInfo
-from dig2dig.runtime.errors import ModelError
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.slow  # every test but two exports a model
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-ADM = SHARED / "reference" / "adm"
+from conftest import ADM  # noqa: E402
+from dig2dig.export.checkpoint import load_config, load_model  # noqa: E402
+from dig2dig.export.cli import main  # noqa: E402
+from dig2dig.export.onnx_export import export_onnx  # noqa: E402
+from dig2dig.runtime.schedule import ADM_LINEAR  # noqa: E402
+from dig2dig.export.unet import create_model  # noqa: E402
+from dig2dig.runtime.backends.base import ModelInfo  # noqa: E402
+from dig2dig.runtime.errors import ModelError  # noqa: E402
+
 CONFIG = ADM / "small_unet_config.json"
 WEIGHTS = ADM / "small_unet_weights.npz"
-IO = ADM / "small_unet_io.npz"
 # A two-level model: enough to exercise every block type, quick to export.
 TINY = {"image_size": 64, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1,2",
         "attention_resolutions": "16", "num_head_channels": 16, "use_scale_shift_norm": True,
@@ -32,23 +32,14 @@ TINY = {"image_size": 64, "num_channels": 32, "num_res_blocks": 1, "channel_mult
 
 
 @pytest.fixture(scope="module")
-def io():
-    for path in (CONFIG, WEIGHTS, IO):
-        if not path.exists():
-            pytest.skip(f"shared ADM reference not found at {path}")
-    with np.load(IO) as data:
-        return dict(data)
-
-
-@pytest.fixture(scope="module")
-def fp32(io, tmp_path_factory):
+def fp32(tmp_path_factory):
     path = tmp_path_factory.mktemp("fp32") / "small.onnx"
     report = export_onnx(load_model(WEIGHTS, load_config(CONFIG)), load_config(CONFIG), path)
     return path, report
 
 
 @pytest.fixture(scope="module")
-def fp16_cli(io, tmp_path_factory):
+def fp16_cli(tmp_path_factory):
     path = tmp_path_factory.mktemp("fp16") / "small16.onnx"
     printed = io_module.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -110,12 +101,12 @@ def test_metadata_round_trip(fp32):
 
 
 @pytest.mark.parametrize("x_key, out_key", [("x", "out_f32"), ("x_nonsquare", "out_nonsquare_f32")])
-def test_fp32_matches_reference_outputs(fp32, io, x_key, out_key):
-    out = _run(fp32[0], io[x_key], io["t"])
-    assert np.max(np.abs(out - io[out_key])) <= 1e-5
+def test_fp32_matches_reference_outputs(fp32, adm_io, x_key, out_key):
+    out = _run(fp32[0], adm_io[x_key], adm_io["t"])
+    assert np.max(np.abs(out - adm_io[out_key])) <= 1e-5
 
 
-def test_fp16_cli_export(fp16_cli, fp32, io):
+def test_fp16_cli_export(fp16_cli, fp32, adm_io):
     path, code, printed = fp16_cli
     assert code == 0
     lines = printed.splitlines()
@@ -126,9 +117,9 @@ def test_fp16_cli_export(fp16_cli, fp32, io):
     assert info.precision == "fp16" and info.config == load_config(CONFIG)
     assert path.stat().st_size < 0.7 * fp32[0].stat().st_size  # weights are float16
     for x_key, out_key in [("x", "out_f32"), ("x_nonsquare", "out_nonsquare_f32")]:
-        out = _run(path, io[x_key], io["t"])
+        out = _run(path, adm_io[x_key], adm_io["t"])
         assert out.dtype == np.float32
-        assert np.max(np.abs(out - io[out_key])) / np.max(np.abs(io[out_key])) <= 1e-2
+        assert np.max(np.abs(out - adm_io[out_key])) / np.max(np.abs(adm_io[out_key])) <= 1e-2
 
 
 def test_fp16_graph_keeps_norm_and_softmax_in_fp32(fp16_cli):
@@ -147,7 +138,7 @@ def test_fp16_graph_keeps_norm_and_softmax_in_fp32(fp16_cli):
     assert input_types("MatMul") == {float16}
 
 
-def test_cli_reports_checkpoint_for_another_config(tmp_path, io):
+def test_cli_reports_checkpoint_for_another_config(tmp_path):
     config = tmp_path / "gray.json"
     config.write_text(json.dumps({**load_config(CONFIG), "in_channels": 1}))
     output = tmp_path / "model.onnx"

@@ -7,18 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import ADM, pair
 from dig2dig.runtime import api
 from dig2dig.runtime.backends.ort import OrtRunner
 from dig2dig.runtime.errors import NumericalError
 from dig2dig.runtime.sampler import Settings, Trace, sample, scaled_window
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-ADM = SHARED / "reference" / "adm"
-SAMPLER = SHARED / "reference" / "ddfm_sampler"
-DATA = SHARED / "data"
-
-needs_reference = pytest.mark.skipif(not SAMPLER.is_dir(), reason=f"DDFM sampler reference not found at {SAMPLER}")
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
 
 
 @pytest.fixture(scope="module")
@@ -35,33 +28,28 @@ def small_reference_onnx(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-@needs_reference
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [10, 25])
-def test_static_mode_reproduces_ddfm_sampler(small_reference_onnx: str, steps: int) -> None:
-    ref = np.load(SAMPLER / "sampler_reference.npz")
+def test_static_mode_reproduces_ddfm_sampler(small_reference_onnx: str, sampler_ref: dict, steps: int) -> None:
     # DDFM's EM takes I = visible and V = infrared; our sources are (A, B) = (infrared, visible).
-    sources = np.stack([ref["V"][0, 0], ref["I"][0, 0]]).astype(np.float32)
+    sources = np.stack([sampler_ref["V"][0, 0], sampler_ref["I"][0, 0]]).astype(np.float32)
     runner = OrtRunner(small_reference_onnx)
     ddfm = Settings(steps=steps, guidance="static", em_window=1, em_power=1.0)
-    out = sample(runner, sources, ddfm, ref["x_start"][0])
-    expected = ref[f"r{steps}_final_sample"][0]
+    out = sample(runner, sources, ddfm, sampler_ref["x_start"][0])
+    expected = sampler_ref[f"r{steps}_final_sample"][0]
     assert out.shape == expected.shape
     assert np.abs(out - expected).max() <= 1e-3
 
 
-@needs_data
-@pytest.mark.parametrize("task,dataset,name", [
-    ("ivf", "TNO", "10"), ("mif", "MRI_PET", None), ("mef", "MEFB", None), ("mff", "Lytro", None)])
-def test_dig_mode_on_real_pairs(task: str, dataset: str, name: str, tmp_path: Path) -> None:
-    folder = DATA / task / dataset
-    name = name or sorted(p.stem for p in (folder / "a").glob("*.png"))[0]
-    a, b = crop_pair(folder / "a" / f"{name}.png", folder / "b" / f"{name}.png", tmp_path, 120, 152)
+@pytest.mark.parametrize("task,name", [("ivf", "10"), ("mif", "12"), ("mef", "AirBellowsGap"), ("mff", "lytro_01")])
+def test_dig_mode_on_real_pairs(task: str, name: str, tmp_path: Path) -> None:
+    a, b = crop_pair(*pair(task, name), tmp_path, 80, 112)
     runner = api.open_runner()
     settings = dict(steps=4, dig_every=1, seed=3)
     dig = api.fuse(a, b, task=task, runner=runner, settings=Settings(guidance="dig", **settings))
     static = api.fuse(a, b, task=task, runner=runner, settings=Settings(guidance="static", **settings))
 
-    assert dig.image.shape[:2] == (120, 152) and dig.image.dtype == np.uint8
+    assert dig.image.shape[:2] == (80, 112) and dig.image.dtype == np.uint8
     assert len(dig.trace.refreshes) == 3  # steps 0, 1, 2 (no next level after the last step)
     for refresh in dig.trace.refreshes:
         weights = refresh["weights"]

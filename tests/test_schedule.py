@@ -1,4 +1,4 @@
-"""Schedule and respacing vs guided-diffusion / DDFM (shared/reference/ddfm_sampler)."""
+"""Schedule and respacing vs guided-diffusion / DDFM (tests/data/reference/ddfm_sampler)."""
 from __future__ import annotations
 
 

@@ -1,7 +1,7 @@
 """Step arithmetic and DDFM's colour route, and the whole DDFM loop without the UNet.
 
 The loop test feeds the stored per-step x_t and UNet output of DDFM's own sampler
-(shared/reference/ddfm_sampler, respacing 10) through
+(tests/data/reference/ddfm_sampler, respacing 10) through
 predict_x0 -> rgb_to_ycbcr -> em_step -> ycbcr_to_rgb -> ddim_update, one EMState over all steps.
 """
 from __future__ import annotations
@@ -22,10 +22,12 @@ def test_ddfm_loop_per_step(sampler_ref, dtype):
     # DDFM's data flow: I = the visible image, V = the infrared one.
     I, V = sampler_ref["I"][0, 0].astype(dtype), sampler_ref["V"][0, 0].astype(dtype)
     state = em_init(I.shape, dtype)
+    # Each step's output is the next step's input; the last one is the final sample.
+    outputs = [*sampler_ref["r10_x_t"][1:, 0], sampler_ref["r10_final_sample"][0]]
     for i in range(len(schedule)):
         abar, abar_prev = schedule.alphas_cumprod[i], schedule.alphas_cumprod_prev[i]
         x = sampler_ref["r10_x_t"][i, 0].astype(dtype)
-        eps = sampler_ref["r10_model_output"][i, 0, :3].astype(dtype)
+        eps = sampler_ref["r10_eps"][i, 0].astype(dtype)
 
         x0 = predict_x0(x, eps, abar)
         np.testing.assert_allclose(x0, sampler_ref["r10_pred_xstart_clipped"][i, 0], rtol=0, atol=1e-5)
@@ -39,14 +41,13 @@ def test_ddfm_loop_per_step(sampler_ref, dtype):
         np.testing.assert_allclose(x0, sampler_ref["r10_pred_xstart_final"][i, 0], rtol=0, atol=1e-5)
         x_prev = ddim_update(x, x0, abar, abar_prev)
         assert x_prev.dtype == dtype
-        np.testing.assert_allclose(x_prev, sampler_ref["r10_samples"][i, 0], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(x_prev, sampler_ref["r10_final_sample"][0], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(x_prev, outputs[i], rtol=0, atol=1e-5)
 
 
 def test_float32_x0_and_luminance_are_bit_exact(sampler_ref):
     schedule = Schedule.create(10, ADM_LINEAR)
     for i in range(len(schedule)):
-        x0 = predict_x0(sampler_ref["r10_x_t"][i, 0], sampler_ref["r10_model_output"][i, 0, :3],
+        x0 = predict_x0(sampler_ref["r10_x_t"][i, 0], sampler_ref["r10_eps"][i, 0],
                         schedule.alphas_cumprod[i])
         np.testing.assert_array_equal(x0, sampler_ref["r10_pred_xstart_clipped"][i, 0])
         np.testing.assert_array_equal(rgb_to_ycbcr(x0)[0], sampler_ref["r10_em_f_pre"][i, 0, 0])

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from dig2dig.export.checkpoint import load_model
-from dig2dig.export.train_prior import CropSampler, load_luminance_images, main
+torch = pytest.importorskip("torch")
 
-TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
+from conftest import TRAIN  # noqa: E402
+from dig2dig.export.checkpoint import load_model  # noqa: E402
+from dig2dig.export.train_prior import CropSampler, load_luminance_images, main  # noqa: E402
+
 TINY = {"image_size": 64, "num_channels": 8, "num_res_blocks": 1, "channel_mult": "1,2", "learn_sigma": False,
         "attention_resolutions": "", "num_head_channels": 8, "use_scale_shift_norm": True, "resblock_updown": True,
         "in_channels": 1, "norm_groups": 4}
@@ -20,13 +21,9 @@ TINY = {"image_size": 64, "num_channels": 8, "num_res_blocks": 1, "channel_mult"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not TRAIN.is_dir():
-        pytest.skip(f"training images not found at {TRAIN}")
-    folder = tmp_path_factory.mktemp("train")
-    for role in ("infrared", "visible"):
-        first = sorted((TRAIN / role).glob("*.png"))[0]
-        (folder / role).mkdir()
-        shutil.copy(first, folder / role / first.name)
+    """A scratch copy of the two vendored training images (one infrared, one visible)."""
+    folder = tmp_path_factory.mktemp("train") / "data"
+    shutil.copytree(TRAIN, folder)
     return folder
 
 

@@ -1,78 +1,66 @@
-"""The ADM UNet against openai/guided-diffusion's reference (shared/reference/adm)."""
+"""The ADM UNet against openai/guided-diffusion's reference (tests/data/reference/adm)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from dig2dig.export.unet import create_model
-from dig2dig.runtime.schedule import ADM_LINEAR, alphas_cumprod
+torch = pytest.importorskip("torch")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-ADM = SHARED / "reference" / "adm"
+from conftest import ADM, reference  # noqa: E402
+from dig2dig.export.unet import create_model  # noqa: E402
+from dig2dig.runtime.schedule import ADM_LINEAR, alphas_cumprod  # noqa: E402
 
-
-def _reference(name: str) -> Path:
-    path = ADM / name
-    if not path.exists():
-        pytest.skip(f"shared ADM reference not found at {path}")
-    return path
+CONFIG = ADM / "small_unet_config.json"
+WEIGHTS = ADM / "small_unet_weights.npz"
 
 
 @pytest.fixture(scope="module")
 def small_model():
-    config = json.loads(_reference("small_unet_config.json").read_text())["create_model_kwargs"]
-    model = create_model(**config)
-    with np.load(_reference("small_unet_weights.npz")) as weights:
-        model.load_state_dict({key: torch.from_numpy(weights[key]) for key in weights.files}, strict=True)
+    model = create_model(**json.loads(CONFIG.read_text())["create_model_kwargs"])
+    model.load_state_dict({key: torch.from_numpy(value) for key, value in reference(WEIGHTS).items()}, strict=True)
     return model.eval()
 
 
-@pytest.fixture(scope="module")
-def io():
-    with np.load(_reference("small_unet_io.npz")) as data:
-        return dict(data)
-
-
 def test_256_uncond_state_dict_layout():
-    reference = json.loads(_reference("unet_256_uncond_keys.json").read_text())
+    layout = json.loads((ADM / "unet_256_uncond_keys.json").read_text())
     with torch.device("meta"):
-        model = create_model(**reference["create_model_kwargs"])
+        model = create_model(**layout["create_model_kwargs"])
     state = model.state_dict()
     assert [(key, list(value.shape)) for key, value in state.items()] == \
-        [(entry["key"], entry["shape"]) for entry in reference["keys"]]
+        [(entry["key"], entry["shape"]) for entry in layout["keys"]]
     assert all(value.dtype == torch.float32 for value in state.values())
-    assert sum(p.numel() for p in model.parameters()) == reference["total_parameters"] == 552_814_086
+    assert sum(p.numel() for p in model.parameters()) == layout["total_parameters"] == 552_814_086
     assert (model.in_channels, model.out_channels, model.downsample_factor) == (3, 6, 32)
 
 
 def test_small_state_dict_order_matches_weights_file(small_model):
-    with np.load(_reference("small_unet_weights.npz")) as weights:
+    with np.load(WEIGHTS) as weights:
         assert list(small_model.state_dict()) == weights.files
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("x_key, out_key", [("x", "out_f32"), ("x_nonsquare", "out_nonsquare_f32")])
-def test_small_matches_reference_outputs(small_model, io, x_key, out_key):
-    x = torch.from_numpy(io[x_key])
+def test_small_matches_reference_outputs(small_model, adm_io, x_key, out_key):
+    x = torch.from_numpy(adm_io[x_key])
     with torch.no_grad():
-        integer_t = small_model(x, torch.from_numpy(io["t"])).numpy()
-        float_t = small_model(x, torch.from_numpy(io["t"].astype(np.float32))).numpy()
-    assert integer_t.shape == io[out_key].shape
-    assert np.max(np.abs(integer_t - io[out_key])) <= 1e-5
+        integer_t = small_model(x, torch.from_numpy(adm_io["t"])).numpy()
+        float_t = small_model(x, torch.from_numpy(adm_io["t"].astype(np.float32))).numpy()
+    assert integer_t.shape == adm_io[out_key].shape
+    assert np.max(np.abs(integer_t - adm_io[out_key])) <= 1e-5
     np.testing.assert_array_equal(float_t, integer_t)  # the ONNX contract passes t as float32
 
 
-def test_v_parameterization_outputs_epsilon(small_model, io):
+@pytest.mark.slow
+def test_v_parameterization_outputs_epsilon(small_model, adm_io):
     """Same weights and keys; forward turns the body's v into eps with the training schedule."""
-    config = json.loads(_reference("small_unet_config.json").read_text())["create_model_kwargs"]
+    config = json.loads(CONFIG.read_text())["create_model_kwargs"]
     v_model = create_model(**config, parameterization="v").eval()
     assert [(k, v.shape) for k, v in v_model.state_dict().items()] == \
         [(k, v.shape) for k, v in small_model.state_dict().items()]
     v_model.load_state_dict(small_model.state_dict())
-    x, t = torch.from_numpy(io["x"]), torch.from_numpy(io["t"].astype(np.float32))
+    x, t = torch.from_numpy(adm_io["x"]), torch.from_numpy(adm_io["t"].astype(np.float32))
     with torch.no_grad():
         body, out = small_model(x, t).double(), v_model(x, t).double()
     abar = torch.tensor(alphas_cumprod(ADM_LINEAR))[t.long()][:, None, None, None]
