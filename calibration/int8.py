@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, 
 
 import numpy as np
 
+from ..runtime.backends.base import INPUT_NAMES
 from ..runtime.errors import InputError
 from ..runtime.io import read_source
 from ..runtime.schedule import alphas_cumprod
@@ -89,7 +90,7 @@ def make_calibrator(batches: Iterator[Batch], cache_path: Optional[str]) -> "trt
             batch = next(batches, None)
             if batch is None:
                 return []
-            for name, array in zip(("x", "t"), batch):
+            for name, array in zip(INPUT_NAMES, batch):
                 if name not in self.buffers:
                     self.buffers[name] = cuda.mem_alloc(array.nbytes)
                 cuda.memcpy_htod(self.buffers[name], array)

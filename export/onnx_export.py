@@ -23,15 +23,13 @@ import torch
 from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
 from torch import nn
 
-from ..runtime.backends.base import ModelInfo
+from ..runtime.backends.base import DYNAMIC_AXES, INPUT_NAMES, INPUT_T, INPUT_X, OUTPUT_NAMES, OUTPUT_Y, ModelInfo
 from ..runtime.errors import ModelError
 from ..runtime.schedule import ADM_LINEAR
 from ..runtime.atomic import atomic_replace
 from .checkpoint import state_dict_mismatch
 from .unet import UNetModel, create_model, resolve_config
 
-# The forward process of guided-diffusion's 1000-step linear schedule, which the priors are trained on.
-DYNAMIC_AXES = {"x": {0: "N", 2: "H", 3: "W"}, "t": {0: "N"}, "y": {0: "N", 2: "H", 3: "W"}}
 # Largest accepted max|onnx - torch| / max|torch|; float16 is compared with float32 PyTorch.
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 # Protobuf refuses messages of 2 GiB; keep weights beyond this (less room for the graph) outside.
@@ -119,7 +117,7 @@ def _trace(graph: nn.Module, shape: Tuple[int, ...], opset: int, folder: Path) -
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", "You are using the legacy TorchScript", DeprecationWarning)
         torch.onnx.export(graph, (x, t), str(traced), dynamo=False, opset_version=opset,
-                          input_names=["x", "t"], output_names=["y"], dynamic_axes=DYNAMIC_AXES)
+                          input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), dynamic_axes=DYNAMIC_AXES)
     proto = onnx.load(str(traced))
     shutil.rmtree(folder)
     return proto
@@ -152,7 +150,7 @@ def _verify(path: Path, model: UNetModel, shapes: Tuple[Tuple[int, ...], ...], p
         t = np.array(VERIFY_TIMESTEPS, dtype=np.float32)
         with torch.no_grad():
             ref = model(torch.from_numpy(x), torch.from_numpy(t)).numpy()
-        out = session.run(["y"], {"x": x, "t": t})[0]
+        out = session.run([OUTPUT_Y], {INPUT_X: x, INPUT_T: t})[0]
         if out.shape != ref.shape:
             raise ModelError(f"{name}: ONNX output shape {out.shape} differs from PyTorch {ref.shape}")
         max_abs = float(np.max(np.abs(out - ref)))

@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from ..runtime.backends.base import ModelInfo
+from ..runtime.backends.base import INPUT_T, INPUT_X, ModelInfo
 from ..runtime.backends.plan_file import PlanHeader, Profile, Shape3, describe_shape, pack
 from ..runtime.backends.trt import check_tensorrt, cuda_driver
 from ..runtime.errors import ModelError
@@ -185,8 +185,8 @@ def _optimization_profile(builder: "trt.Builder", profile: Profile, channels: in
 
     shapes = [(n, channels, h, w) for n, h, w in (profile.min, profile.opt, profile.max)]
     result = builder.create_optimization_profile()
-    result.set_shape("x", *(trt.Dims(list(s)) for s in shapes))
-    result.set_shape("t", *(trt.Dims([s[0]]) for s in shapes))
+    result.set_shape(INPUT_X, *(trt.Dims(list(s)) for s in shapes))
+    result.set_shape(INPUT_T, *(trt.Dims([s[0]]) for s in shapes))
     return result
 
 

@@ -13,6 +13,16 @@ from ..errors import ModelError
 MODEL_KEY = "dig2dig.model"
 SCHEDULE_KEY = "dig2dig.schedule"
 
+# The model's tensors, as the exporters write them and every backend reads them (docs/DESIGN.md).
+INPUT_X = "x"  # float32 [N, C, H, W]: x_t
+INPUT_T = "t"  # float32 [N]: the training timesteps
+OUTPUT_Y = "y"  # float32 [N, C_out, H, W]: the raw output, epsilon first
+INPUT_NAMES = (INPUT_X, INPUT_T)
+OUTPUT_NAMES = (OUTPUT_Y,)
+# Batch, height and width vary from call to call; channels are fixed by the model.
+DYNAMIC_AXES: Dict[str, Dict[int, str]] = {INPUT_X: {0: "N", 2: "H", 3: "W"}, INPUT_T: {0: "N"},
+                                           OUTPUT_Y: {0: "N", 2: "H", 3: "W"}}
+
 
 @dataclass(frozen=True)
 class ModelInfo:

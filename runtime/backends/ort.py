@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ..errors import ModelError
-from .base import ModelInfo, Runner
+from .base import INPUT_T, INPUT_X, OUTPUT_Y, ModelInfo, Runner
 
 
 class OrtRunner(Runner):
@@ -38,4 +38,4 @@ class OrtRunner(Runner):
     def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         t = np.ascontiguousarray(t, dtype=np.float32)
-        return self.session.run(["y"], {"x": x, "t": t})[0]
+        return self.session.run([OUTPUT_Y], {INPUT_X: x, INPUT_T: t})[0]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 import numpy as np
 
 from ..errors import InputError, ModelError
-from .base import ModelInfo, Runner
+from .base import INPUT_NAMES, INPUT_T, INPUT_X, OUTPUT_NAMES, OUTPUT_Y, ModelInfo, Runner
 from .plan_file import Profile, check_device, check_tensorrt_version, read_plan
 
 if TYPE_CHECKING:
@@ -120,10 +120,11 @@ class TrtRunner(Runner):
 
         engine = self._engine
         names = sorted(engine.get_tensor_name(i) for i in range(engine.num_io_tensors))
-        if names != ["t", "x", "y"]:
-            raise ModelError(f"{self.path}: engine tensors are {names}, expected inputs x, t and output y")
-        for name, mode in (("x", trt.TensorIOMode.INPUT), ("t", trt.TensorIOMode.INPUT),
-                           ("y", trt.TensorIOMode.OUTPUT)):
+        if names != sorted(INPUT_NAMES + OUTPUT_NAMES):
+            raise ModelError(f"{self.path}: engine tensors are {names}, expected inputs "
+                             f"{', '.join(INPUT_NAMES)} and output {', '.join(OUTPUT_NAMES)}")
+        modes = [(name, trt.TensorIOMode.INPUT) for name in INPUT_NAMES]
+        for name, mode in modes + [(name, trt.TensorIOMode.OUTPUT) for name in OUTPUT_NAMES]:
             if engine.get_tensor_mode(name) != mode:
                 raise ModelError(f"{self.path}: engine tensor {name} is not an {mode.name.lower()}")
             if engine.get_tensor_dtype(name) != trt.float32:
@@ -165,9 +166,9 @@ class TrtRunner(Runner):
         context = self._contexts[index]
         if self._shapes.get(index) == shape:
             return context
-        if not (context.set_input_shape("x", shape) and context.set_input_shape("t", (n,))):
+        if not (context.set_input_shape(INPUT_X, shape) and context.set_input_shape(INPUT_T, (n,))):
             raise ModelError(f"{self.path}: TensorRT refused input shape {shape}")
-        dims = context.get_tensor_shape("y")
+        dims = context.get_tensor_shape(OUTPUT_Y)
         out = tuple(int(dims[i]) for i in range(len(dims)))
         if out != self.output_shape(shape):
             raise ModelError(f"{self.path}: engine output shape {out}, the metadata implies {self.output_shape(shape)}")
@@ -187,7 +188,7 @@ class TrtRunner(Runner):
 
     def _enqueue(self, context: "trt.IExecutionContext", x_ptr: int, t_ptr: int, y_ptr: int,
                  stream_handle: int) -> None:
-        for name, pointer in (("x", x_ptr), ("t", t_ptr), ("y", y_ptr)):
+        for name, pointer in ((INPUT_X, x_ptr), (INPUT_T, t_ptr), (OUTPUT_Y, y_ptr)):
             context.set_tensor_address(name, pointer)
         if not context.execute_async_v3(stream_handle):
             raise ModelError(f"{self.path}: TensorRT failed to run the engine (see its log above)")
@@ -202,7 +203,7 @@ class TrtRunner(Runner):
         shape = (n, channels, height, width)
         context = self._prepare(shape)
         y = np.empty(self.output_shape(shape), dtype=np.float32)
-        x_dev, t_dev, y_dev = (self._buffer(k, a.nbytes) for k, a in (("x", x), ("t", t), ("y", y)))
+        x_dev, t_dev, y_dev = (self._buffer(k, a.nbytes) for k, a in ((INPUT_X, x), (INPUT_T, t), (OUTPUT_Y, y)))
         # Synchronous copies run on the legacy default stream, which orders them with the
         # (blocking) pycuda stream the engine runs on.
         self._driver.memcpy_htod(x_dev, x)
@@ -220,9 +221,9 @@ class TrtRunner(Runner):
         handle = self.stream.handle if stream_handle is None else int(stream_handle)
         shape = (n, channels, height, width)
         context = self._prepare(shape)
-        _check_gpu_array("x", x, shape)
-        _check_gpu_array("t", t, (n,))
-        _check_gpu_array("y", y, self.output_shape(shape))
+        _check_gpu_array(INPUT_X, x, shape)
+        _check_gpu_array(INPUT_T, t, (n,))
+        _check_gpu_array(OUTPUT_Y, y, self.output_shape(shape))
         self._enqueue(context, int(x.gpudata), int(t.gpudata), int(y.gpudata), handle)
 
     def close(self) -> None:
