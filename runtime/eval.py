@@ -25,7 +25,6 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from ..models import sha256
 from . import api, io
@@ -33,6 +32,7 @@ from .backends.base import Runner
 from .errors import InputError
 from .metrics import METRIC_NAMES, SINGLE, TRIPLE, read_gray
 from .options import add_settings_options, setting_overrides
+from .progress import Progress
 from .settings import TASKS, Settings, resolve
 
 PathLike = Union[str, Path]
@@ -231,9 +231,11 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str], setti
     own = runner is None and any(method in DIFFUSION_METHODS for _, method in todo)
     runner = api.open_runner(model, backend) if own else runner
     try:
-        for pair, method in tqdm(todo, desc="eval", unit="fusion", disable=quiet or not todo):
-            rows.append(_evaluate_one(pair, method, settings[pair.task], runner, out, folder, max_side))
-            io.write_text(out / PER_PAIR, format_csv(rows, PAIR_COLUMNS))
+        with Progress("eval", len(todo), quiet=quiet) as bar:
+            for done, (pair, method) in enumerate(todo, 1):
+                rows.append(_evaluate_one(pair, method, settings[pair.task], runner, out, folder, max_side))
+                io.write_text(out / PER_PAIR, format_csv(rows, PAIR_COLUMNS))
+                bar.update(done)
     finally:
         if own and runner is not None:
             runner.close()
