@@ -7,16 +7,17 @@ real images (in [-1, 1], repeated to the model's channels, as the sampler feeds 
 noised to timesteps drawn uniformly over the whole schedule.
 
 TensorRT reads the batches through an ``IInt8EntropyCalibrator2`` whose device buffers come from
-pycuda (on the primary context the builder also uses); the calibration cache is read back on
+pycuda (``kernels/device.py``, on the primary context the builder also uses); the calibration cache is read back on
 later builds so that the images are only run once.
 """
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..kernels.device import GrowBuffers, cuda_driver
 from ..runtime.backends.base import INPUT_NAMES
 from ..runtime.errors import InputError
 from ..runtime.io import read_source
@@ -74,13 +75,14 @@ def make_calibrator(batches: Iterator[Batch], cache_path: Optional[str]) -> "trt
 
     Needs a current CUDA context (the builder's): the two input buffers are pycuda allocations.
     """
-    import pycuda.driver as cuda
     import tensorrt as trt
+
+    driver = cuda_driver()
 
     class UNetCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)  # pybind11 needs the base constructor called
-            self.buffers: Dict[str, Any] = {}
+            self.buffers = GrowBuffers(driver.mem_alloc, driver.Context.synchronize)
 
         def get_batch_size(self) -> int:
             # Explicit-batch network: N is part of the input shape (the calibration profile).
@@ -90,11 +92,12 @@ def make_calibrator(batches: Iterator[Batch], cache_path: Optional[str]) -> "trt
             batch = next(batches, None)
             if batch is None:
                 return []
+            pointers = {}
             for name, array in zip(INPUT_NAMES, batch):
-                if name not in self.buffers:
-                    self.buffers[name] = cuda.mem_alloc(array.nbytes)
-                cuda.memcpy_htod(self.buffers[name], array)
-            return [int(self.buffers[name]) for name in names]
+                buffer = self.buffers.get(name, array.nbytes)
+                driver.memcpy_htod(buffer, array)
+                pointers[name] = int(buffer)
+            return [pointers[name] for name in names]
 
         def read_calibration_cache(self) -> Optional[bytes]:  # None: no cache, calibrate
             if cache_path and os.path.isfile(cache_path):

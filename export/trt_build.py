@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tupl
 
 from ..runtime.backends.base import INPUT_T, INPUT_X, ModelInfo
 from ..runtime.backends.plan_file import PlanHeader, Profile, Shape3, describe_shape, pack
-from ..runtime.backends.trt import check_tensorrt, cuda_driver
+from ..runtime.backends.trt import check_tensorrt, primary_context
 from ..runtime.errors import ModelError
 from ..runtime.atomic import atomic_replace
 
@@ -235,10 +235,7 @@ def build_engine(onnx_path: str, plan_path: str, profiles: Sequence[Profile], wo
     int8 = calib_dir is not None
     strong = strongly_typed(version, info.precision, fp16, int8, onnx_path)
 
-    driver = cuda_driver()
-    gpu = driver.Device(device)
-    context = gpu.retain_primary_context()  # the runtime API's context, shared with the builder
-    context.push()
+    cuda = primary_context(device, onnx_path)  # the runtime API's context, shared with the builder
     try:
         logger = trt.Logger(trt.Logger.WARNING)
         trt.init_libnvinfer_plugins(logger, "")
@@ -278,17 +275,16 @@ def build_engine(onnx_path: str, plan_path: str, profiles: Sequence[Profile], wo
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise ModelError(f"{onnx_path}: TensorRT could not build the engine (see its log above)")
-        major, minor = gpu.compute_capability()
         header = PlanHeader(tensorrt=trt.__version__, profiles=tuple(profiles), metadata=metadata,
                             precision="int8" if int8 else ("fp16" if fp16 else "fp32"),
-                            gpu_name=str(gpu.name()), compute_capability=(int(major), int(minor)))
+                            gpu_name=str(cuda.device.name()), compute_capability=cuda.compute_capability())
         with atomic_replace(Path(plan_path)) as (staged,):
             staged.write_bytes(pack(header, bytes(serialized)))
         if timing_cache:
             with atomic_replace(Path(timing_cache)) as (staged,):
                 staged.write_bytes(bytes(cache.serialize()))
     finally:
-        context.pop()
+        cuda.pop()
     return header
 
 

@@ -20,8 +20,8 @@ Cache: cubins live in ``$DIG2DIG_CACHE`` (or ``~/.cache/dig2dig/kernels``) under
 SHA-256 of the source, the kernels' headers, the options, the architecture and the nvcc version,
 so an edited kernel or a new toolkit recompiles and nothing stale is ever loaded.
 
-pycuda is imported lazily: importing this module never needs it; using it without pycuda raises
-:class:`CudaError` with the fix.
+pycuda, the primary context and the work buffers come from ``kernels/device.py``: importing this
+module never needs pycuda; using it without pycuda raises :class:`CudaError` with the fix.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .color import RGB_FROM_YCBCR, YCBCR_FROM_RGB, YCBCR_OFFSET
+from .device import CudaError, GrowBuffers, PrimaryContext, check_array, cuda_gpuarray
 from .dig import check_box_window, check_dig_args
 from .em import check_power
 from .rng import stream_key
@@ -77,10 +78,6 @@ KERNELS: Dict[str, Tuple[str, str]] = {
     "mark_nonfinite": ("array", "PPIi"),
     "luma_of": ("array", "PPiii"),
 }
-
-
-class CudaError(RuntimeError):
-    """CUDA is unusable here (no pycuda, no device, no nvcc) or a kernel failed to build."""
 
 
 def find_nvcc() -> str:
@@ -155,16 +152,6 @@ def em_chebyshev_omegas(iterations: int = EM_SOLVE_ITERATIONS) -> List[float]:
     return omegas
 
 
-def _driver() -> Any:
-    """pycuda.driver, imported on first use."""
-    try:
-        import pycuda.driver as driver
-    except ImportError as exc:
-        raise CudaError("the CUDA path needs pycuda: pip install 'dig2dig[gpu]' (pycuda builds against "
-                        f"the local CUDA driver) ({exc})") from exc
-    return driver
-
-
 def _blocks(count: int, size: int) -> int:
     return (count + size - 1) // size
 
@@ -179,10 +166,8 @@ def _f32(value: float) -> np.float32:
 
 
 def _check(name: str, array: Any, shape: Tuple[int, ...]) -> None:
-    """Raise ValueError unless ``array`` is a C-contiguous float32 GPUArray of ``shape``."""
-    if tuple(array.shape) != tuple(shape) or array.dtype != np.float32 or not array.flags.c_contiguous:
-        raise ValueError(f"{name}: expected a C-contiguous float32 array of shape {tuple(shape)}, "
-                         f"got {array.dtype} {tuple(array.shape)}")
+    """Raise ValueError unless ``array`` is a C-contiguous float32 GPUArray of ``shape`` that the kernels can index."""
+    check_array(name, array, shape)
     if array.size >= 2 ** 31:
         raise ValueError(f"{name}: {array.size} elements is more than the kernels index")
 
@@ -224,23 +209,15 @@ class CudaKernels:
     """
 
     def __init__(self, device: int = 0, directory: Optional[Path] = None) -> None:
-        driver = _driver()
-        driver.init()
-        if driver.Device.count() <= device:
-            raise CudaError(f"no CUDA device {device} (found {driver.Device.count()})")
-        import pycuda.gpuarray as gpuarray
-
-        self.driver, self.gpuarray = driver, gpuarray
-        self.device = driver.Device(device)
-        self.context = self.device.retain_primary_context()
-        self.context.push()
-        major, minor = self.device.compute_capability()
+        self.context = PrimaryContext(device)
+        self.driver, self.gpuarray, self.device = self.context.driver, cuda_gpuarray(), self.context.device
+        major, minor = self.context.compute_capability()
         self.arch = f"sm_{major}{minor}"
-        self.stream = driver.Stream()
+        self.stream = self.driver.Stream()
         self.directory = directory
         self._modules: Dict[str, Any] = {}
         self._functions: Dict[str, Any] = {}
-        self._scratch: Dict[str, Tuple[Any, int]] = {}
+        self._scratch = GrowBuffers(self.driver.mem_alloc, self.stream.synchronize)
         self._closed = False
         atexit.register(self.close)
 
@@ -253,17 +230,6 @@ class CudaKernels:
                 self._modules[module] = self.driver.module_from_file(str(cubin))
             self._functions[name] = self._modules[module].get_function(name).prepare(arg_types)
         return self._functions[name]
-
-    def scratch(self, name: str, nbytes: int) -> Any:
-        """A device buffer of at least ``nbytes`` kept under ``name``."""
-        buffer, size = self._scratch.get(name, (None, 0))
-        if size < nbytes:
-            if buffer is not None:
-                self.stream.synchronize()  # queued launches may still use it
-                buffer.free()
-            buffer = self.driver.mem_alloc(nbytes)
-            self._scratch[name] = (buffer, nbytes)
-        return buffer
 
     def _launch_1d(self, name: str, count: int, *args: Any) -> None:
         self.function(name).prepared_async_call(
@@ -338,11 +304,11 @@ class CudaKernels:
         shared = (HBOX_THREADS + 2 * radius) * 4
         if shared > MAX_SHARED_BYTES:
             raise ValueError(f"DIG window {window} is too large for the CUDA kernel")
-        hsum = self.scratch("dig_hsum", 4 * k * height * width)
+        hsum = self._scratch.get("dig_hsum", 4 * k * height * width)
         grid = _tile_grid(height, width)
-        partials = self.scratch("dig_partials", 4 * grid[0] * grid[1])
+        partials = self._scratch.get("dig_partials", 4 * grid[0] * grid[1])
         fresh = "dig_state" not in self._scratch
-        state = self.scratch("dig_state", 8)  # uint32 block counter (0 between launches), float32 tau
+        state = self._scratch.get("dig_state", 8)  # uint32 block counter (0 between launches), float32 tau
         if fresh:
             self.driver.memset_d32_async(state, 0, 2, self.stream)
         temperature = int(state) + 4
@@ -351,7 +317,7 @@ class CudaKernels:
             rows, (HBOX_THREADS, 1, 1), self.stream,
             sources.gpudata, x0_t.gpudata, x0_next.gpudata, hsum, height, width, radius, shared_size=shared)
         if passes > 1:
-            mean = self.scratch("dig_mean", 4 * k * height * width)
+            mean = self._scratch.get("dig_mean", 4 * k * height * width)
             for _ in range(passes - 1):
                 self.function("dig_box_v").prepared_async_call(
                     grid + (k,), TILE, self.stream, hsum, mean, height, width, radius)
@@ -421,7 +387,7 @@ class CudaKernels:
             state.rhs.gpudata, state.partials.gpudata, state.counter.gpudata, height, width)
         state.slot = 1 - state.slot
         if window > 1:
-            hsum = self.scratch("em_hsum", 8 * height * width)
+            hsum = self._scratch.get("em_hsum", 8 * height * width)
             planes = grid + (2,)
             self.function("em_log_hbox").prepared_async_call(
                 planes, TILE, self.stream, state.C.gpudata, state.D.gpudata, hsum, height, width, window // 2)
@@ -473,9 +439,7 @@ class CudaKernels:
         self._closed = True
         atexit.unregister(self.close)
         self.stream.synchronize()
-        for buffer, _ in self._scratch.values():
-            buffer.free()
-        self._scratch.clear()
+        self._scratch.free()
         self._functions.clear()
         self._modules.clear()
         self.context.pop()

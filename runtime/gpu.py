@@ -70,7 +70,8 @@ class GpuSample:
 
 
 def gpu_sample(runner: Runner, sources: np.ndarray, settings: Settings, x_T: np.ndarray,
-               ops: Optional["CudaOps"] = None, progress: Optional[Callable[[int, int], None]] = None, trace: Optional[Trace] = None) -> GpuSample:
+               ops: Optional["CudaOps"] = None, progress: Optional[Callable[[int, int], None]] = None,
+               trace: Optional[Trace] = None) -> GpuSample:
     """``sampler.sample`` on the GPU for host ``sources`` ``(2, H, W)`` and ``x_T`` ``(C, H, W)``.
 
     ``runner`` is a GPU runner (``on_device``); ``ops`` defaults to a new ``CudaOps`` (closed at the end).

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import inspect
+import sys
 import time
 import types
 from typing import Any, Optional
@@ -24,6 +25,7 @@ from dig2dig.runtime.schedule import ADM_LINEAR
 from dig2dig.kernels import NUMPY_OPS, color, dig, em, numpy_ops, rng, step
 from dig2dig.kernels import cuda
 from dig2dig.kernels.cuda_ops import BufferPool, CudaOps
+from dig2dig.kernels.device import CudaError, GrowBuffers, cuda_driver
 from dig2dig.runtime.backends.base import ModelInfo, Runner
 from dig2dig.runtime.errors import NumericalError
 from dig2dig.runtime.gpu import gpu_sample
@@ -353,6 +355,25 @@ def test_pool_free_frees_every_allocation():
     pool.take("b", (5,))
     pool.free()
     assert sorted(freed) == [12, 20]
+
+
+def test_grow_buffers_reallocate_only_to_grow():
+    events: list = []
+    buffers = GrowBuffers(lambda nbytes: types.SimpleNamespace(nbytes=nbytes, free=lambda: events.append("free")),
+                          lambda: events.append("sync"))
+    first = buffers.get("a", 16)
+    assert buffers.get("a", 8) is first and "a" in buffers and "b" not in buffers
+    grown = buffers.get("a", 32)
+    assert grown.nbytes == 32 and events == ["sync", "free"]  # queued work may still use the old buffer
+    buffers.get("b", 4)
+    buffers.free()
+    assert events == ["sync", "free", "free", "free"] and "a" not in buffers
+
+
+def test_missing_pycuda_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)  # import fails as if pycuda were absent
+    with pytest.raises(CudaError, match=r"needs pycuda: pip install 'dig2dig\[gpu\]'"):
+        cuda_driver()
 
 
 def test_new_launchers_dry_run(monkeypatch):

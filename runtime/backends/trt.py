@@ -3,8 +3,8 @@
 Uses only TensorRT's name-based API, which exists unchanged from 8.5 (JetPack 5) to 10.x:
 ``num_io_tensors`` / ``get_tensor_name`` / ``set_input_shape`` / ``set_tensor_address`` /
 ``execute_async_v3``. Device memory and the stream come from pycuda on the device's *primary*
-context, the one the CUDA runtime (and so TensorRT) uses, so buffers from the CUDA kernels
-(``kernels/cuda.py``, same context) can be handed to the engine directly.
+context (``kernels/device.py``), the one the CUDA runtime (and so TensorRT) uses, so buffers from
+the CUDA kernels (``kernels/cuda.py``, same context) can be handed to the engine directly.
 
 tensorrt and pycuda are imported when a runner is created, never when this module is imported.
 """
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from ...kernels.device import CudaError, GrowBuffers, PrimaryContext, check_array
 from ..errors import InputError, ModelError
 from .base import INPUT_NAMES, INPUT_T, INPUT_X, OUTPUT_NAMES, OUTPUT_Y, ModelInfo, Runner
 from .plan_file import Profile, check_device, check_tensorrt_version, read_plan
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
 NO_TENSORRT = ("the TensorRT backend needs TensorRT's Python package (JetPack ships it for the system "
                "Python; elsewhere: pip install tensorrt)")
-NO_PYCUDA = "the TensorRT backend needs pycuda: pip install 'dig2dig[gpu]' (with nvcc on PATH)"
 
 Shape4 = Tuple[int, int, int, int]
 
@@ -39,21 +39,12 @@ def check_tensorrt() -> None:
         raise ModelError(f"{NO_TENSORRT} (only its type stubs are installed)")
 
 
-def cuda_driver() -> Any:
-    """pycuda.driver, initialised; ``ModelError`` with the fix when pycuda is missing."""
+def primary_context(device: int, source: str) -> PrimaryContext:
+    """Device ``device``'s primary context, pushed; ``ModelError`` naming ``source`` without pycuda or the device."""
     try:
-        import pycuda.driver as driver
-    except ImportError as exc:
-        raise ModelError(f"{NO_PYCUDA} ({exc})") from exc
-    driver.init()
-    return driver
-
-
-def _check_gpu_array(name: str, array: Any, shape: Tuple[int, ...]) -> None:
-    """Raise ``InputError`` unless ``array`` is a C-contiguous float32 pycuda GPUArray of ``shape``."""
-    if tuple(array.shape) != tuple(shape) or array.dtype != np.float32 or not array.flags.c_contiguous:
-        raise InputError(f"{name}: expected a C-contiguous float32 GPU array of shape {tuple(shape)}, "
-                         f"got {array.dtype} {tuple(array.shape)}")
+        return PrimaryContext(device)
+    except CudaError as exc:
+        raise ModelError(f"{source}: {exc}") from exc
 
 
 class TrtRunner(Runner):
@@ -82,20 +73,14 @@ class TrtRunner(Runner):
         self.path = path
         self.precision = header.precision
         self.profiles: Tuple[Profile, ...] = header.profiles  # in the order the builder was given them
-        driver = cuda_driver()
-        if driver.Device.count() <= device:
-            raise ModelError(f"{path}: no CUDA device {device} (found {driver.Device.count()})")
-        gpu = driver.Device(device)
-        major, minor = gpu.compute_capability()
-        check_device(header, path, (int(major), int(minor)))
-        self._driver = driver
-        self._cuda_context = gpu.retain_primary_context()
-        self._cuda_context.push()
+        self._cuda = primary_context(device, path)
+        self._driver = self._cuda.driver
         self._closed = False
-        self._buffers: Dict[str, Tuple[Any, int]] = {}
+        self.stream = stream if stream is not None else self._driver.Stream()
+        self._buffers = GrowBuffers(self._driver.mem_alloc, self.stream.synchronize)
         atexit.register(self.close)
         try:
-            self.stream = stream if stream is not None else driver.Stream()
+            check_device(header, path, self._cuda.compute_capability())
             self._logger = trt.Logger(trt.Logger.WARNING)
             # Engines built by TensorRT 8.5/8.6 hold the InstanceNormalization_TRT plugin (the ONNX
             # parser's GroupNorm route there); deserializing them needs the plugin library registered.
@@ -175,17 +160,6 @@ class TrtRunner(Runner):
         self._shapes[index] = shape
         return context
 
-    def _buffer(self, name: str, nbytes: int) -> Any:
-        """Device buffer ``name`` of at least ``nbytes``, allocated once and grown when needed."""
-        buffer, size = self._buffers.get(name, (None, 0))
-        if size < nbytes:
-            if buffer is not None:
-                self.stream.synchronize()
-                buffer.free()
-            buffer = self._driver.mem_alloc(nbytes)
-            self._buffers[name] = (buffer, nbytes)
-        return buffer
-
     def _enqueue(self, context: "trt.IExecutionContext", x_ptr: int, t_ptr: int, y_ptr: int,
                  stream_handle: int) -> None:
         for name, pointer in ((INPUT_X, x_ptr), (INPUT_T, t_ptr), (OUTPUT_Y, y_ptr)):
@@ -203,7 +177,7 @@ class TrtRunner(Runner):
         shape = (n, channels, height, width)
         context = self._prepare(shape)
         y = np.empty(self.output_shape(shape), dtype=np.float32)
-        x_dev, t_dev, y_dev = (self._buffer(k, a.nbytes) for k, a in ((INPUT_X, x), (INPUT_T, t), (OUTPUT_Y, y)))
+        x_dev, t_dev, y_dev = (self._buffers.get(k, a.nbytes) for k, a in ((INPUT_X, x), (INPUT_T, t), (OUTPUT_Y, y)))
         # Synchronous copies run on the legacy default stream, which orders them with the
         # (blocking) pycuda stream the engine runs on.
         self._driver.memcpy_htod(x_dev, x)
@@ -221,9 +195,9 @@ class TrtRunner(Runner):
         handle = self.stream.handle if stream_handle is None else int(stream_handle)
         shape = (n, channels, height, width)
         context = self._prepare(shape)
-        _check_gpu_array(INPUT_X, x, shape)
-        _check_gpu_array(INPUT_T, t, (n,))
-        _check_gpu_array(OUTPUT_Y, y, self.output_shape(shape))
+        check_array(INPUT_X, x, shape, InputError)
+        check_array(INPUT_T, t, (n,), InputError)
+        check_array(OUTPUT_Y, y, self.output_shape(shape), InputError)
         self._enqueue(context, int(x.gpudata), int(t.gpudata), int(y.gpudata), handle)
 
     def close(self) -> None:
@@ -232,12 +206,9 @@ class TrtRunner(Runner):
             return
         self._closed = True
         atexit.unregister(self.close)
-        if hasattr(self, "stream"):
-            self.stream.synchronize()
-        for buffer, _ in self._buffers.values():
-            buffer.free()
-        self._buffers.clear()
+        self.stream.synchronize()
+        self._buffers.free()
         for name in ("_contexts", "_engine", "_runtime"):  # TensorRT objects, dependants first
             if hasattr(self, name):
                 delattr(self, name)
-        self._cuda_context.pop()
+        self._cuda.pop()
