@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
+import cv2
 import numpy as np
 
 MAX_SOURCES = 4  # the CUDA twin keeps the K gains of a pixel in registers
@@ -19,19 +20,13 @@ SPREAD_EPS = 1e-12
 def box_mean(x: np.ndarray, window: int) -> np.ndarray:
     """``window`` x ``window`` mean over the last two axes (float64), borders reflect-101.
 
-    Reflect-101 (``cv2.BORDER_REFLECT_101``, NumPy's ``reflect``) mirrors about the edge pixel
-    without repeating it; cumulative sums make the cost independent of ``window``.
+    OpenCV's box filter (``cv2.blur``) on each plane, with ``cv2.BORDER_REFLECT_101``: the mirror
+    about the edge pixel without repeating it, as ``reflect101`` in the CUDA twins' ``border.cuh``;
+    its running sums make the cost independent of ``window``.
     """
-    radius = window // 2
-    pad = [(0, 0)] * (x.ndim - 2) + [(radius, radius), (radius, radius)]
-    padded = np.pad(x.astype(np.float64), pad, mode="reflect")
-    for axis in (-2, -1):
-        sums = np.cumsum(padded, axis=axis)
-        zero = np.zeros_like(np.take(sums, [0], axis=axis))
-        sums = np.concatenate([zero, sums], axis=axis)
-        size = sums.shape[axis]
-        padded = np.take(sums, range(window, size), axis=axis) - np.take(sums, range(size - window), axis=axis)
-    return padded / float(window * window)
+    planes = x.astype(np.float64).reshape((-1,) + x.shape[-2:])
+    size = (window, window)
+    return np.stack([cv2.blur(plane, size, borderType=cv2.BORDER_REFLECT_101) for plane in planes]).reshape(x.shape)
 
 
 def check_box_window(what: str, window: int, shape: Tuple[int, ...]) -> None:
