@@ -123,8 +123,8 @@ def kernel_cases(ops: CudaOps, height: int, width: int) -> List[Tuple[str, int, 
     x, x0, eps, noise = rand(1, height, width), rand(1, height, width), rand(1, height, width), rand(1, height, width)
     batch, rgb = rand(2, 1, height, width), rand(3, height, width)
     pair, pair_t, pair_next = rand(2, height, width), rand(2, height, width), rand(2, height, width)
-    w_i = rand(height, width, low=0.0)
-    w_v = ops.from_host(1.0 - w_i.get())
+    w_a = rand(height, width, low=0.0)
+    w_b = ops.from_host(1.0 - w_a.get())
     y = rand(5, 1, height, width)
     record = out(1, dtype=np.uint32)
     state = kernels.em_init((height, width))
@@ -150,12 +150,12 @@ def kernel_cases(ops: CudaOps, height: int, width: int) -> List[Tuple[str, int, 
         # E-step, memset, the Chebyshev iterations (4 planes each), update
         (f"em_step (weighted, {EM_SOLVE_ITERATIONS} Chebyshev)", EM_SOLVE_ITERATIONS + 3,
          (8 + 1 + 4 * EM_SOLVE_ITERATIONS + 10) * plane,
-         lambda: kernels.em_step(x0[0], pair[1], pair[0], state, 0.5, 0.001, w_i, w_v, outs["em"])),
+         lambda: kernels.em_step(x0[0], pair[0], pair[1], state, 0.5, 0.001, w_a, w_b, outs["em"])),
         # the same plus the E-step window's two box passes (C, D read and written twice), at the window
         # the loop uses at this size (5 px at a 256-px long side, scaled)
         (f"em_step (weighted, E-step window {em_window}, {EM_SOLVE_ITERATIONS} Chebyshev)", EM_SOLVE_ITERATIONS + 5,
          (8 + 8 + 1 + 4 * EM_SOLVE_ITERATIONS + 10) * plane,
-         lambda: kernels.em_step(x0[0], pair[1], pair[0], state, 0.5, 0.001, w_i, w_v, outs["em"], em_window)),
+         lambda: kernels.em_step(x0[0], pair[0], pair[1], state, 0.5, 0.001, w_a, w_b, outs["em"], em_window)),
         ("ddim_update", 1, 3 * plane, lambda: kernels.ddim_update(x, x0, 0.5, 0.6, outs["image"])),
         ("rgb_to_ycbcr (3 channels)", 1, 6 * plane, lambda: kernels.rgb_to_ycbcr(rgb, outs["rgb"])),
         ("ycbcr_to_rgb (3 channels)", 1, 6 * plane, lambda: kernels.ycbcr_to_rgb(rgb, outs["rgb"])),

@@ -41,7 +41,9 @@ def machine_line() -> str:
 
 def bundled_prior() -> str:
     """Which bundled prior a benchmark ran: its path and the start of its SHA-256."""
-    from dig2dig.models import DEFAULT_DIR, default_model_path, sha256
+    from dig2dig.models import DEFAULT_DIR
+    from dig2dig.runtime.api import default_model
+    from dig2dig.runtime.checksums import sha256
 
-    path = default_model_path()
+    path = default_model()
     return f"{path.relative_to(DEFAULT_DIR.parents[1]).as_posix()}, SHA-256 {sha256(path)[:12]}"

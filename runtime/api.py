@@ -14,7 +14,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from . import io
+from ..models import DEFAULT_DIR
 from .backends.base import Runner
+from .checksums import verify
 from .errors import InputError, ModelError
 from .sampler import Trace, initial_noise, luminance_of_sample, sample
 from .settings import Settings, check_task, resolve
@@ -23,10 +25,9 @@ PathLike = Union[str, Path]
 
 
 def default_model() -> Path:
-    """The shipped prior, ``dig2dig/models/default/model.onnx`` (checksums verified on load)."""
-    from ..models import default_model_path
-
-    return default_model_path()
+    """The shipped prior, ``dig2dig/models/default/model.onnx``, after checking the shipped checksums."""
+    verify(DEFAULT_DIR)
+    return DEFAULT_DIR / "model.onnx"
 
 
 def open_runner(model: Optional[PathLike] = None, backend: str = "ort") -> Runner:

@@ -26,9 +26,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..models import sha256
 from . import api, io
 from .backends.base import Runner
+from .checksums import sha256
 from .errors import InputError
 from .metrics import METRIC_NAMES, SINGLE, TRIPLE, read_gray
 from .options import add_settings_options, setting_overrides

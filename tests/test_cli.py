@@ -181,9 +181,7 @@ def test_more_than_two_sources_is_refused(pair: Tuple[str, str]) -> None:
 def test_model_without_metadata_is_rejected(pair: Tuple[str, str], tmp_path: Path,
                                             capsys: pytest.CaptureFixture) -> None:
     onnx = pytest.importorskip("onnx")
-    from dig2dig.models import default_model_path
-
-    model = onnx.load(str(default_model_path()))
+    model = onnx.load(str(api.default_model()))
     del model.metadata_props[:]
     bare = tmp_path / "bare.onnx"
     onnx.save(model, str(bare))

@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dig2dig.models import DEFAULT_DIR, default_model_path, verify
+from dig2dig.models import DEFAULT_DIR
+from dig2dig.runtime.api import default_model
+from dig2dig.runtime.checksums import verify
 from dig2dig.runtime.backends.ort import OrtRunner
 from dig2dig.runtime.errors import ModelError
 
 
 def test_shipped_checksums_match() -> None:
     verify(DEFAULT_DIR)
-    assert default_model_path().stat().st_size < 50 * 2**20
+    assert default_model().stat().st_size < 50 * 2**20
 
 
 def test_tampered_model_is_refused(tmp_path: Path) -> None:
@@ -30,7 +32,7 @@ def test_tampered_model_is_refused(tmp_path: Path) -> None:
 
 
 def test_default_prior_contract() -> None:
-    runner = OrtRunner(str(default_model_path()))
+    runner = OrtRunner(str(default_model()))
     assert (runner.info.in_channels, runner.info.out_channels, runner.info.learn_sigma) == (1, 1, False)
     x = np.random.default_rng(0).standard_normal((2, 1, 48, 64)).astype(np.float32)
     y = runner.denoise(x, np.array([10.0, 900.0], np.float32))
