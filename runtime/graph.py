@@ -3,7 +3,7 @@
 A camera stream fuses frames of one size with one setting, so every launch of the loop (the
 UNet's, our kernels', the copies and memsets) is the same from frame to frame but for the data.
 Capturing them once and replaying the graph removes the host's launch work and the GPU's idle
-gaps between launches (issue #5's stretch goal).
+gaps between launches.
 
 Stream capture belongs to the stream, in the driver: whatever is queued on the ops' pycuda stream
 while capturing becomes the graph. pycuda has no graph API, so a *graph* here is a small object

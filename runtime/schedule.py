@@ -90,7 +90,7 @@ class Schedule:
     @classmethod
     def from_timesteps(cls, timesteps: Sequence[int], schedule: Mapping[str, Any]) -> "Schedule":
         """The schedule that keeps exactly ``timesteps`` (strictly descending training-step indices),
-        e.g. a DIG-calibrated schedule (``dig2dig.calibration.steps``)."""
+        e.g. one placed by the DIG profile (``benchmarks/step_schedules.py``)."""
         num_timesteps = int(schedule["num_timesteps"])
         descending = [int(t) for t in timesteps]
         if not descending or any(a <= b for a, b in zip(descending, descending[1:])) \
