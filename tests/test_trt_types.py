@@ -328,6 +328,7 @@ def test_noised_calibration_batches(tmp_path: Path) -> None:
 # --- on a GPU with TensorRT (never run on our machines) ------------------------------------------
 
 @pytest.mark.gpu
+@pytest.mark.trt
 def test_engine_matches_onnxruntime(tmp_path: Path) -> None:
     from dig2dig.runtime.backends.trt import TrtRunner, check_tensorrt
 
