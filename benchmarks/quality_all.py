@@ -28,9 +28,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.settings import TASKS, Settings, task_default_text
-from machine import bundled_prior, machine_line
-from sweeps import (REGENERATE, ROOT, Run, Table, add_run, command_line, format_tables, plot_section,
-                    quality_parser, results_folder, run_tables, update_doc)
+from machine import bundled_prior
+from sweeps import (REGENERATE, ROOT, Run, Table, add_run, block_header, command_line, format_tables, plot_section,
+                    quality_parser, results_folder, run_tables, write_block)
 
 BEGIN, END = "<!-- quality-all:begin -->", "<!-- quality-all:end -->"
 MAX_SIDE = 256
@@ -113,9 +113,7 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], max_side: int, out: P
     """The generated set-up paragraph: command, machine, pairs, resolution, defaults."""
     counts = ", ".join(f"{task} {sum(p.task == task for p in pairs)}" for task in TASKS)
     base = Settings()
-    return ["## All development pairs (generated)", "",
-            f"Command: `python benchmarks/quality_all.py {command}`", "",
-            f"Machine: {machine_line()}.", "",
+    return block_header("All development pairs", "quality_all.py", command) + [
             f"Pairs: all {len(pairs)} of the development set ({counts}), sources downscaled with OpenCV "
             f"INTER_AREA so that the long side is at most {max_side} px; every metric and time is at that size. "
             f"Model: the bundled prior ({bundled_prior()}).", "",
@@ -151,8 +149,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     lines += plot_section(Path(args.plot), Table("", tables["steps"].rows + anchors), runs, results, args.plot_metric,
                           "DIG and static at each step count of the steps table, and the classical anchors; the "
                           "seconds are as noisy as the tables' column")
-    update_doc(Path(args.doc), lines, BEGIN, END)
-    print(f"wrote {args.doc} and {args.plot}")
+    write_block(Path(args.doc), lines, BEGIN, END, Path(args.plot))
     return 0
 
 

@@ -28,10 +28,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.sampler import scaled_window
 from dig2dig.runtime.settings import TASKS, Settings, task_default_text
-from machine import bundled_prior, machine_line
+from machine import bundled_prior
 from quality_all import LABELS, PER_TASK, PER_TASK_BUT
-from sweeps import (Run, Table, add_run, command_line, format_tables, quality_parser, run_tables, select_pairs,
-                    update_doc)
+from sweeps import (Run, Table, add_run, block_header, command_line, format_tables, quality_parser, run_tables,
+                    select_pairs, write_block)
 
 BEGIN, END = "<!-- quality-fullres:begin -->", "<!-- quality-fullres:end -->"
 MAX_SIDE = 640
@@ -93,9 +93,7 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], per_task: int, max_si
     listed = "; ".join(f"{task}: " + ", ".join(f"{p.dataset}/{p.name}" for p in pairs if p.task == task)
                        for task in TASKS)
     base = Settings()
-    return ["## Full resolution (generated)", "",
-            f"Command: `python benchmarks/quality_fullres.py {command}`", "",
-            f"Machine: {machine_line()}.", "",
+    return block_header("Full resolution", "quality_fullres.py", command) + [
             f"Pairs ({len(pairs)}, the first {per_task} per task taken in turn from each dataset): {listed}. "
             f"Sources larger than {max_side} px on the long side are downscaled with OpenCV INTER_AREA to "
             f"{max_side} px; smaller ones are fused as they are. Model: the bundled prior ({bundled_prior()}).", "",
@@ -120,9 +118,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if results is None:
         return 0
     command = command_line(parser, args, ("data", "pairs_per_task", "max_side"))
-    update_doc(Path(args.doc), set_up(command, pairs, args.pairs_per_task, args.max_side)
-               + format_tables(list(tables.values()), results), BEGIN, END)
-    print(f"wrote {args.doc}")
+    write_block(Path(args.doc), set_up(command, pairs, args.pairs_per_task, args.max_side)
+                + format_tables(list(tables.values()), results), BEGIN, END)
     return 0
 
 

@@ -31,9 +31,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from dig2dig.runtime import api
 from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.settings import TASKS, Settings
-from machine import bundled_prior, machine_line
-from sweeps import (ROOT, Run, Table, add_run, command_line, format_tables, fuse_tables, plot_section,
-                    quality_parser, select_pairs, update_doc)
+from machine import bundled_prior
+from sweeps import (ROOT, Run, Table, add_run, block_header, command_line, format_tables, fuse_tables, plot_section,
+                    quality_parser, select_pairs, write_block)
 
 STEPS = (10, 25, 50)
 DIG_EVERY = (1, 5, 10)
@@ -93,9 +93,8 @@ def set_up(command: str, args: argparse.Namespace, pairs: Sequence[evaluation.Pa
                        for task in TASKS)
     base = BASE
     e_step = f"E-step window {base.em_window}" + (" (DDFM's)" if base.em_window == 1 else "")
-    return ["## Sweep set-up (generated)", "",
-            f"Command: `python benchmarks/quality_sweep.py {command}`", "",
-            f"Machine: {machine_line()}; backend {args.backend} ({', '.join(providers)}).", "",
+    return block_header("Sweep set-up", "quality_sweep.py", command,
+                        f"; backend {args.backend} ({', '.join(providers)})") + [
             f"Model: {args.model or f'the bundled prior ({bundled_prior()})'}.", "",
             f"Pairs ({len(pairs)}, the first {args.pairs_per_task} per task taken in turn from each dataset of "
             f"the development set): {listed}.", "",
@@ -135,8 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     lines = set_up(command, args, pairs, providers) + format_tables(list(tables.values()), results) + plot_section(
         Path(args.plot), tables["steps"], runs, results, args.plot_metric,
         "DIG and static at each step count of the first table, and the classical anchors")
-    update_doc(Path(args.doc), lines, BEGIN, END)
-    print(f"wrote {args.doc} and {args.plot}")
+    write_block(Path(args.doc), lines, BEGIN, END, Path(args.plot))
     return 0
 
 

@@ -28,6 +28,7 @@ from dig2dig.runtime.backends.base import Runner
 from dig2dig.runtime.metrics import read_gray
 from dig2dig.runtime.sampler import initial_noise, sample
 from dig2dig.runtime.settings import TASK_DEFAULTS, TASKS, Settings, resolve
+from machine import machine_line
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION_T = 500  # the timestep at which one model call is timed for the estimate
@@ -394,6 +395,18 @@ def plot_section(plot: Path, table: Table, runs: Dict[str, Run], results: Summar
     io.write_image(plot, draw_plot(table, runs, results, metric))
     return ["### Quality vs time", "", f"{metric} (mean per task) against seconds per fusion, {what}.", "",
             f"The plot (`{plot.name}`) is written under `runs/` by {REGENERATE}.", ""]
+
+
+def block_header(title: str, script: str, command: str, machine_note: str = "") -> List[str]:
+    """The first lines of a generated block: its heading, the command that wrote it and the machine."""
+    return [f"## {title} (generated)", "", f"Command: `python benchmarks/{script} {command}`", "",
+            f"Machine: {machine_line()}{machine_note}.", ""]
+
+
+def write_block(doc: Path, lines: Sequence[str], begin: str, end: str, plot: Optional[Path] = None) -> None:
+    """Splice ``lines`` into ``doc`` between the markers and say what was written."""
+    update_doc(doc, lines, begin, end)
+    print(f"wrote {doc}" + (f" and {plot}" if plot else ""))
 
 
 def update_doc(doc: Path, lines: Sequence[str], begin: str, end: str) -> None:

@@ -25,7 +25,6 @@ module never needs pycuda; using it without pycuda raises :class:`CudaError` wit
 """
 from __future__ import annotations
 
-import atexit
 import hashlib
 import os
 import shutil
@@ -39,7 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .color import RGB_FROM_YCBCR, YCBCR_FROM_RGB, YCBCR_OFFSET
-from .device import CudaError, GrowBuffers, PrimaryContext, check_array, cuda_gpuarray
+from .device import CudaError, DeviceOwner, PrimaryContext, check_array, cuda_gpuarray
 from .dig import check_box_window, check_dig_args
 from .em import check_power
 from .rng import stream_key
@@ -199,7 +198,7 @@ class CudaEMState:
         return float(values[0]), float(values[1])
 
 
-class CudaKernels:
+class CudaKernels(DeviceOwner):
     """The kernels on one device; each method is the GPU twin of the NumPy function of the same name.
 
     Methods take pycuda ``GPUArray`` inputs and write into caller-allocated ``out`` arrays on
@@ -209,17 +208,13 @@ class CudaKernels:
     """
 
     def __init__(self, device: int = 0, directory: Optional[Path] = None) -> None:
-        self.context = PrimaryContext(device)
-        self.driver, self.gpuarray, self.device = self.context.driver, cuda_gpuarray(), self.context.device
+        self.open_device(PrimaryContext(device))
+        self.gpuarray, self.device = cuda_gpuarray(), self.context.device
         major, minor = self.context.compute_capability()
         self.arch = f"sm_{major}{minor}"
-        self.stream = self.driver.Stream()
         self.directory = directory
         self._modules: Dict[str, Any] = {}
         self._functions: Dict[str, Any] = {}
-        self._scratch = GrowBuffers(self.driver.mem_alloc, self.stream.synchronize)
-        self._closed = False
-        atexit.register(self.close)
 
     def function(self, name: str) -> Any:
         """Kernel ``name`` (see :data:`KERNELS`), loaded and prepared on first use."""
@@ -304,11 +299,11 @@ class CudaKernels:
         shared = (HBOX_THREADS + 2 * radius) * 4
         if shared > MAX_SHARED_BYTES:
             raise ValueError(f"DIG window {window} is too large for the CUDA kernel")
-        hsum = self._scratch.get("dig_hsum", 4 * k * height * width)
+        hsum = self.buffers.get("dig_hsum", 4 * k * height * width)
         grid = _tile_grid(height, width)
-        partials = self._scratch.get("dig_partials", 4 * grid[0] * grid[1])
-        fresh = "dig_state" not in self._scratch
-        state = self._scratch.get("dig_state", 8)  # uint32 block counter (0 between launches), float32 tau
+        partials = self.buffers.get("dig_partials", 4 * grid[0] * grid[1])
+        fresh = "dig_state" not in self.buffers
+        state = self.buffers.get("dig_state", 8)  # uint32 block counter (0 between launches), float32 tau
         if fresh:
             self.driver.memset_d32_async(state, 0, 2, self.stream)
         temperature = int(state) + 4
@@ -317,7 +312,7 @@ class CudaKernels:
             rows, (HBOX_THREADS, 1, 1), self.stream,
             sources.gpudata, x0_t.gpudata, x0_next.gpudata, hsum, height, width, radius, shared_size=shared)
         if passes > 1:
-            mean = self._scratch.get("dig_mean", 4 * k * height * width)
+            mean = self.buffers.get("dig_mean", 4 * k * height * width)
             for _ in range(passes - 1):
                 self.function("dig_box_v").prepared_async_call(
                     grid + (k,), TILE, self.stream, hsum, mean, height, width, radius)
@@ -387,7 +382,7 @@ class CudaKernels:
             state.rhs.gpudata, state.partials.gpudata, state.counter.gpudata, height, width)
         state.slot = 1 - state.slot
         if window > 1:
-            hsum = self._scratch.get("em_hsum", 8 * height * width)
+            hsum = self.buffers.get("em_hsum", 8 * height * width)
             planes = grid + (2,)
             self.function("em_log_hbox").prepared_async_call(
                 planes, TILE, self.stream, state.C.gpudata, state.D.gpudata, hsum, height, width, window // 2)
@@ -432,14 +427,7 @@ class CudaKernels:
         """Wait for everything queued on :attr:`stream`."""
         self.stream.synchronize()
 
-    def close(self) -> None:
-        """Finish queued work, free the work buffers and pop the primary context (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        atexit.unregister(self.close)
-        self.stream.synchronize()
-        self._scratch.free()
+    def release(self) -> None:
+        """Drop the loaded modules (``close`` frees the work buffers and pops the context)."""
         self._functions.clear()
         self._modules.clear()
-        self.context.pop()

@@ -8,6 +8,7 @@ their memory and streams can be shared.
 """
 from __future__ import annotations
 
+import atexit
 from typing import Any, Callable, Dict, Sequence, Tuple, Type
 
 import numpy as np
@@ -99,6 +100,43 @@ class GrowBuffers:
         for buffer, _ in self._buffers.values():
             buffer.free()
         self._buffers.clear()
+
+
+class DeviceOwner:
+    """Holds a device's primary context, one stream and grow-only buffers, and releases them once.
+
+    :meth:`open_device` takes them; :meth:`close` (idempotent, also run at exit) waits for the stream,
+    frees the buffers, calls :meth:`release` for what a subclass holds on the device, and pops the
+    context. Our kernels and the TensorRT runner are device owners.
+    """
+
+    context: PrimaryContext
+    driver: Any
+    stream: Any
+    buffers: GrowBuffers
+    closed: bool = True
+
+    def open_device(self, context: PrimaryContext, stream: Any = None) -> None:
+        """Own ``context`` (pushed), with ``stream`` or a new one, until :meth:`close`."""
+        self.context, self.driver = context, context.driver
+        self.stream = stream if stream is not None else self.driver.Stream()
+        self.buffers = GrowBuffers(self.driver.mem_alloc, self.stream.synchronize)
+        self.closed = False
+        atexit.register(self.close)
+
+    def release(self) -> None:
+        """Free what the subclass holds on the device; called by :meth:`close` before the context pops."""
+
+    def close(self) -> None:
+        """Finish queued work, free the buffers and what :meth:`release` frees, pop the context (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        atexit.unregister(self.close)
+        self.stream.synchronize()
+        self.buffers.free()
+        self.release()
+        self.context.pop()
 
 
 def check_array(name: str, array: Any, shape: Sequence[int], error: Type[Exception] = ValueError) -> None:

@@ -10,12 +10,11 @@ tensorrt and pycuda are imported when a runner is created, never when this modul
 """
 from __future__ import annotations
 
-import atexit
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ...kernels.device import CudaError, GrowBuffers, PrimaryContext, check_array
+from ...kernels.device import CudaError, DeviceOwner, PrimaryContext, check_array
 from ..errors import InputError, ModelError
 from .base import INPUT_NAMES, INPUT_T, INPUT_X, OUTPUT_NAMES, OUTPUT_Y, ModelInfo, Runner
 from .plan_file import Profile, check_device, check_tensorrt_version, read_plan
@@ -47,7 +46,7 @@ def primary_context(device: int, source: str) -> PrimaryContext:
         raise ModelError(f"{source}: {exc}") from exc
 
 
-class TrtRunner(Runner):
+class TrtRunner(DeviceOwner, Runner):
     """Runs a dig2dig TensorRT plan; one engine, one execution context per optimisation profile,
     buffers reused across calls.
 
@@ -73,14 +72,9 @@ class TrtRunner(Runner):
         self.path = path
         self.precision = header.precision
         self.profiles: Tuple[Profile, ...] = header.profiles  # in the order the builder was given them
-        self._cuda = primary_context(device, path)
-        self._driver = self._cuda.driver
-        self._closed = False
-        self.stream = stream if stream is not None else self._driver.Stream()
-        self._buffers = GrowBuffers(self._driver.mem_alloc, self.stream.synchronize)
-        atexit.register(self.close)
+        self.open_device(primary_context(device, path), stream)
         try:
-            check_device(header, path, self._cuda.compute_capability())
+            check_device(header, path, self.context.compute_capability())
             self._logger = trt.Logger(trt.Logger.WARNING)
             # Engines built by TensorRT 8.5/8.6 hold the InstanceNormalization_TRT plugin (the ONNX
             # parser's GroupNorm route there); deserializing them needs the plugin library registered.
@@ -134,7 +128,7 @@ class TrtRunner(Runner):
 
     def _prepare(self, shape: Shape4) -> "trt.IExecutionContext":
         """The context of the first profile holding ``shape``, its input shapes set to it."""
-        if self._closed:
+        if self.closed:
             raise ModelError(f"{self.path}: the TensorRT runner is closed")
         n, channels, height, width = shape
         if channels != self.info.in_channels:
@@ -177,14 +171,14 @@ class TrtRunner(Runner):
         shape = (n, channels, height, width)
         context = self._prepare(shape)
         y = np.empty(self.output_shape(shape), dtype=np.float32)
-        x_dev, t_dev, y_dev = (self._buffers.get(k, a.nbytes) for k, a in ((INPUT_X, x), (INPUT_T, t), (OUTPUT_Y, y)))
+        x_dev, t_dev, y_dev = (self.buffers.get(k, a.nbytes) for k, a in ((INPUT_X, x), (INPUT_T, t), (OUTPUT_Y, y)))
         # Synchronous copies run on the legacy default stream, which orders them with the
         # (blocking) pycuda stream the engine runs on.
-        self._driver.memcpy_htod(x_dev, x)
-        self._driver.memcpy_htod(t_dev, t)
+        self.driver.memcpy_htod(x_dev, x)
+        self.driver.memcpy_htod(t_dev, t)
         self._enqueue(context, int(x_dev), int(t_dev), int(y_dev), self.stream.handle)
         self.stream.synchronize()
-        self._driver.memcpy_dtoh(y, y_dev)
+        self.driver.memcpy_dtoh(y, y_dev)
         return y
 
     def denoise_device(self, x: Any, t: Any, y: Any, stream_handle: Optional[int] = None) -> None:
@@ -200,15 +194,8 @@ class TrtRunner(Runner):
         check_array(OUTPUT_Y, y, self.output_shape(shape), InputError)
         self._enqueue(context, int(x.gpudata), int(t.gpudata), int(y.gpudata), handle)
 
-    def close(self) -> None:
-        """Wait for queued work, free buffers, release the engine and pop the CUDA context (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        atexit.unregister(self.close)
-        self.stream.synchronize()
-        self._buffers.free()
-        for name in ("_contexts", "_engine", "_runtime"):  # TensorRT objects, dependants first
+    def release(self) -> None:
+        """Release the TensorRT objects, dependants first (``close`` frees the buffers and pops the context)."""
+        for name in ("_contexts", "_engine", "_runtime"):
             if hasattr(self, name):
                 delattr(self, name)
-        self._cuda.pop()
