@@ -29,8 +29,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.settings import TASKS, Settings, task_default_text
 from machine import bundled_prior
-from sweeps import (REGENERATE, ROOT, Run, Table, add_run, block_header, command_line, format_tables, plot_section,
-                    quality_parser, results_folder, run_tables, write_block)
+from sweeps import (REGENERATE, ROOT, Run, Table, add_run, block_header, command_line, defaults_text, format_tables,
+                    plot_section, quality_parser, results_folder, run_tables, write_block)
 
 BEGIN, END = "<!-- quality-all:begin -->", "<!-- quality-all:end -->"
 MAX_SIDE = 256
@@ -112,18 +112,12 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
 def set_up(command: str, pairs: Sequence[evaluation.Pair], max_side: int, out: Path) -> List[str]:
     """The generated set-up paragraph: command, machine, pairs, resolution, defaults."""
     counts = ", ".join(f"{task} {sum(p.task == task for p in pairs)}" for task in TASKS)
-    base = Settings()
     return block_header("All development pairs", "quality_all.py", command) + [
             f"Pairs: all {len(pairs)} of the development set ({counts}), sources downscaled with OpenCV "
             f"INTER_AREA so that the long side is at most {max_side} px; every metric and time is at that size. "
             f"Model: the bundled prior ({bundled_prior()}).", "",
-            f"Unless a table varies it, the defaults of `dig2dig fuse`, but {base.steps} steps for every task "
-            f"(the defaults: {task_default_text('steps')}, from the steps table): DIG refresh every "
-            f"{base.dig_every} steps, window per task ({task_default_text('dig_window')}) x {base.dig_passes} "
-            f"passes, E-step window "
-            f"{base.em_window} (given at a {base.em_window_side}-px long side, every pair's here), E-step power "
-            f"{base.em_power:g}, tau per task ({task_default_text('dig_tau')}), lamb {base.lamb:g}, "
-            f"rho {base.rho:g}, seed {base.seed}. Each cell is the mean over the task's pairs; "
+            f"Unless a table varies it, the defaults of `dig2dig fuse`, but {defaults_text(Settings())}. "
+            "Each cell is the mean over the task's pairs; "
             "n is the number of pairs a row holds so far. Per-pair rows, std and the other metrics: one folder "
             f"per setting under `{results_folder(out)}/` (git-ignored), written by {REGENERATE}. Seconds: wall "
             "time of one fusion on this machine.", ""]

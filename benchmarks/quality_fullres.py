@@ -30,8 +30,8 @@ from dig2dig.runtime.sampler import scaled_window
 from dig2dig.runtime.settings import TASKS, Settings, task_default_text
 from machine import bundled_prior
 from quality_all import LABELS, PER_TASK, PER_TASK_BUT
-from sweeps import (Run, Table, add_run, block_header, command_line, format_tables, quality_parser, run_tables,
-                    select_pairs, write_block)
+from sweeps import (Run, Table, add_run, block_header, command_line, defaults_text, format_tables, quality_parser,
+                    run_tables, select_pairs, write_block)
 
 BEGIN, END = "<!-- quality-fullres:begin -->", "<!-- quality-fullres:end -->"
 MAX_SIDE = 640
@@ -92,18 +92,12 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], per_task: int, max_si
     """The generated set-up paragraph: command, machine, pairs and their sizes, defaults."""
     listed = "; ".join(f"{task}: " + ", ".join(f"{p.dataset}/{p.name}" for p in pairs if p.task == task)
                        for task in TASKS)
-    base = Settings()
     return block_header("Full resolution", "quality_fullres.py", command) + [
             f"Pairs ({len(pairs)}, the first {per_task} per task taken in turn from each dataset): {listed}. "
             f"Sources larger than {max_side} px on the long side are downscaled with OpenCV INTER_AREA to "
             f"{max_side} px; smaller ones are fused as they are. Model: the bundled prior ({bundled_prior()}).", "",
             f"Unless a row says otherwise, the defaults of `dig2dig fuse` (chosen at a 256-px long side), but "
-            f"{base.steps} steps for every task (the defaults: {task_default_text('steps')}), DIG refresh "
-            f"every {base.dig_every} steps, window per task ({task_default_text('dig_window')}) x "
-            f"{base.dig_passes} passes, E-step window "
-            f"{base.em_window} at a {base.em_window_side}-px long side "
-            f"(scaled to each pair's), tau per task ({task_default_text('dig_tau')}). "
-            "Each cell is the mean over the task's pairs; seconds: wall time of one fusion on this machine.", ""]
+            f"{defaults_text(Settings())}. Each cell is the mean over the task's pairs; seconds: wall time of one fusion on this machine.", ""]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

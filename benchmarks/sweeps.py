@@ -27,7 +27,7 @@ from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.backends.base import Runner
 from dig2dig.runtime.metrics import read_gray
 from dig2dig.runtime.sampler import initial_noise, sample
-from dig2dig.runtime.settings import TASK_DEFAULTS, TASKS, Settings, resolve
+from dig2dig.runtime.settings import TASK_DEFAULTS, TASKS, Settings, resolve, task_default_text
 from machine import machine_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -401,6 +401,15 @@ def block_header(title: str, script: str, command: str, machine_note: str = "") 
     """The first lines of a generated block: its heading, the command that wrote it and the machine."""
     return [f"## {title} (generated)", "", f"Command: `python benchmarks/{script} {command}`", "",
             f"Machine: {machine_line()}{machine_note}.", ""]
+
+
+def defaults_text(base: Settings) -> str:
+    """The settings every row of a generated table starts from, in words (per-task fields named per task)."""
+    return (f"{base.steps} steps for every task (the defaults: {task_default_text('steps')}), DIG refresh every "
+            f"{base.dig_every} steps, window per task ({task_default_text('dig_window')}) x {base.dig_passes} "
+            f"passes, E-step window {base.em_window} at a {base.em_window_side}-px long side (scaled to each "
+            f"pair's), E-step power {base.em_power:g}, tau per task ({task_default_text('dig_tau')}), lamb "
+            f"{base.lamb:g}, rho {base.rho:g}, seed {base.seed}")
 
 
 def write_block(doc: Path, lines: Sequence[str], begin: str, end: str, plot: Optional[Path] = None) -> None:
