@@ -97,7 +97,8 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], per_task: int, max_si
             f"Sources larger than {max_side} px on the long side are downscaled with OpenCV INTER_AREA to "
             f"{max_side} px; smaller ones are fused as they are. Model: the bundled prior ({bundled_prior()}).", "",
             f"Unless a row says otherwise, the defaults of `dig2dig fuse` (chosen at a 256-px long side), but "
-            f"{defaults_text(Settings())}. Each cell is the mean over the task's pairs; seconds: wall time of one fusion on this machine.", ""]
+            f"{defaults_text(Settings())}. Each cell is the mean over the task's pairs; seconds: wall time of one "
+            "fusion on this machine.", ""]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -77,7 +77,8 @@ class Settings:
             raise ValueError(f"em_window_side must be >= 0 (0: em_window in pixels), got {self.em_window_side}")
 
     def describe(self) -> str:
-        """One line: ``10 steps, dig every 2, window 61x3, tau 0.667 (spread), E-step 9 px at 256, power 0.5, seed 0``."""
+        """One line for logs and reports, e.g. ``10 steps, dig every 2, window 61x3, tau 0.667 (spread),
+        E-step 9 px at 256, power 0.5, lamb 0.5, rho 0.001, seed 0``."""
         steps = f"{self.steps} steps" if self.timesteps is None else f"timesteps {','.join(map(str, self.timesteps))}"
         guidance = (f"dig every {self.dig_every}, window {self.dig_window}x{self.dig_passes}, "
                     f"tau {self.dig_tau:g} ({self.dig_norm})" if self.guidance == "dig" else "static")
