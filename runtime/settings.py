@@ -82,8 +82,8 @@ class Settings:
         steps = f"{self.steps} steps" if self.timesteps is None else f"timesteps {','.join(map(str, self.timesteps))}"
         guidance = (f"dig every {self.dig_every}, window {self.dig_window}x{self.dig_passes}, "
                     f"tau {self.dig_tau:g} ({self.dig_norm})" if self.guidance == "dig" else "static")
-        side = f"at {self.em_window_side}" if self.em_window_side else "in px"
-        return (f"{steps}, {guidance}, E-step {self.em_window} px {side}, power {self.em_power:g}, "
+        side = f" at {self.em_window_side}" if self.em_window_side else ""
+        return (f"{steps}, {guidance}, E-step {self.em_window} px{side}, power {self.em_power:g}, "
                 f"lamb {self.lamb:g}, rho {self.rho:g}, seed {self.seed}")
 
 
