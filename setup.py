@@ -38,7 +38,7 @@ setup(
         "ort": ["onnxruntime>=1.15"],
         "gpu": ["pycuda>=2022.1"],
         "export": ["torch>=2.1", "onnx>=1.14", "onnxscript", "safetensors>=0.4", "onnxruntime>=1.15", "tqdm>=4.62"],
-        "eval": ["scipy>=1.7", "scikit-image>=0.19"],
+        "eval": ["scipy>=1.7", "scikit-image>=0.19", "matplotlib>=3.5"],
         "test": [
             "pytest>=7", "torch>=2.1", "onnx>=1.14", "onnxscript", "safetensors>=0.4", "tqdm>=4.62",
             "onnxruntime>=1.15", "scipy>=1.7", "scikit-image>=0.19", "mypy>=1.5",

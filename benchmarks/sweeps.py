@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from collections import Counter
@@ -19,7 +18,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
 from dig2dig.runtime import api, io
@@ -319,80 +317,47 @@ def results_folder(out: Path) -> str:
     return Path(os.path.relpath(out, ROOT)).as_posix()
 
 
-def draw_plot(table: Table, runs: Dict[str, Run], results: Summaries, metric: str) -> np.ndarray:
-    """RGB plot, one panel per task: ``metric`` against seconds per fusion (log scale), from ``table``'s rows;
-    diffusion points are labelled with their number of steps."""
-    series: Dict[str, List[Tuple[str, str, str]]] = {}
-    for label, folder, method in table.rows:
-        series.setdefault(method, []).append((label, folder, method))
-    colours = {"dig": (31, 119, 180), "static": (255, 127, 14), "average": (44, 160, 44), "laplacian": (148, 103, 189)}
-    points = {task: {method: [(float(e["seconds_mean"]), float(e[f"{metric}_mean"]),
-                               str(runs[folder].settings.steps) if m in evaluation.DIFFUSION_METHODS else "")
-                              for _, folder, m in rows
-                              for e in [results.get((folder, task, m))] if e and e[f"{metric}_mean"]]
-                     for method, rows in series.items()} for task in TASKS}
-    seconds = [max(p[0], 1e-4) for task in points.values() for pts in task.values() for p in pts]
-    if not seconds:
+def draw_plot(table: Table, runs: Dict[str, Run], results: Summaries, metric: str, path: Path) -> None:
+    """Save a matplotlib figure to ``path``, one panel per task: ``metric`` against seconds per fusion (log
+    scale), from ``table``'s rows; diffusion points are labelled with their number of steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: Dict[str, List[str]] = {}
+    for _, folder, method in table.rows:
+        series.setdefault(method, []).append(folder)
+    figure, axes = plt.subplots(2, 2, figsize=(10, 7.5), constrained_layout=True)
+    plotted = False
+    for axis, task in zip(axes.flat, TASKS):
+        for method, folders in series.items():
+            entries = [(runs[folder], entry) for folder in folders
+                       for entry in [results.get((folder, task, method))] if entry and entry[f"{metric}_mean"]]
+            seconds = [float(entry["seconds_mean"]) for _, entry in entries]
+            values = [float(entry[f"{metric}_mean"]) for _, entry in entries]
+            axis.plot(seconds, values, marker="o", label=method)
+            if method in evaluation.DIFFUSION_METHODS:
+                for run, x, y in zip((run for run, _ in entries), seconds, values):
+                    axis.annotate(str(run.settings.steps), (x, y), textcoords="offset points", xytext=(5, 5),
+                                  fontsize=8)
+            plotted = plotted or bool(entries)
+        axis.set(xscale="log", title=f"{task}: {metric} vs seconds per fusion", xlabel="seconds (log scale)",
+                 ylabel=metric)
+        axis.grid(True, which="major", alpha=0.3)
+    if not plotted:
         raise SystemExit("no results to plot")
-    x_low, x_high = math.floor(math.log10(min(seconds))), math.ceil(math.log10(max(seconds)))
-    x_high = max(x_high, x_low + 1)
-    panels = [_panel(task, points[task], colours, metric, (x_low, x_high)) for task in TASKS]
-    legend = np.full((34, panels[0].shape[1] * 2, 3), 255, np.uint8)
-    x = 20
-    for method, colour in colours.items():
-        if method in series:
-            cv2.circle(legend, (x, 17), 6, colour, -1, cv2.LINE_AA)
-            cv2.putText(legend, method, (x + 12, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-            x += 140
-    return np.vstack([np.hstack(panels[:2]), np.hstack(panels[2:]), legend])
-
-
-def _panel(task: str, points: Dict[str, List[Tuple[float, float, str]]], colours: Dict[str, Tuple[int, int, int]],
-           metric: str, x_range: Tuple[int, int]) -> np.ndarray:
-    width, height, left, right, top, bottom = 520, 380, 70, 20, 34, 46
-    image = np.full((height, width, 3), 255, np.uint8)
-    values = [p[1] for pts in points.values() for p in pts] or [0.0, 1.0]
-    y_low, y_high = min(values), max(values)
-    pad = (y_high - y_low) * 0.08 or 0.05 * max(abs(y_high), 1.0)
-    y_low, y_high = y_low - pad, y_high + pad
-
-    def xy(seconds: float, value: float) -> Tuple[int, int]:
-        fx = (math.log10(max(seconds, 1e-4)) - x_range[0]) / (x_range[1] - x_range[0])
-        fy = (value - y_low) / (y_high - y_low)
-        return int(left + fx * (width - left - right)), int(height - bottom - fy * (height - top - bottom))
-
-    black, grey = (0, 0, 0), (200, 200, 200)
-    for decade in range(x_range[0], x_range[1] + 1):
-        px, _ = xy(10.0 ** decade, y_low)
-        cv2.line(image, (px, top), (px, height - bottom), grey, 1)
-        cv2.putText(image, f"{10.0 ** decade:g}", (px - 14, height - bottom + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
-                    black, 1, cv2.LINE_AA)
-    for i in range(5):
-        value = y_low + (y_high - y_low) * i / 4
-        _, py = xy(10.0 ** x_range[0], value)
-        cv2.line(image, (left, py), (width - right, py), grey, 1)
-        cv2.putText(image, f"{value:.3g}", (6, py + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.42, black, 1, cv2.LINE_AA)
-    cv2.rectangle(image, (left, top), (width - right, height - bottom), black, 1)
-    cv2.putText(image, f"{task}: {metric} vs seconds per fusion", (left, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.55, black, 1,
-                cv2.LINE_AA)
-    cv2.putText(image, "seconds (log scale)", (width // 2 - 60, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, black, 1,
-                cv2.LINE_AA)
-    for method, pts in points.items():
-        corners = [xy(s, v) for s, v, _ in pts]
-        for start, end in zip(corners, corners[1:]):
-            cv2.line(image, start, end, colours[method], 2, cv2.LINE_AA)
-        for (px, py), (_, _, label) in zip(corners, pts):
-            cv2.circle(image, (px, py), 5, colours[method], -1, cv2.LINE_AA)
-            cv2.putText(image, label, (px + 6, py - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colours[method], 1,
-                        cv2.LINE_AA)
-    return image
+    axes.flat[0].legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def plot_section(plot: Path, table: Table, runs: Dict[str, Run], results: Summaries, metric: str,
                  what: str) -> List[str]:
     """Draw the quality-time plot of ``table`` to ``plot`` and return the generated paragraph that names it
     (``what``: the points drawn); the plot stays out of git, so the text names the command that writes it."""
-    io.write_image(plot, draw_plot(table, runs, results, metric))
+    draw_plot(table, runs, results, metric, plot)
     return ["### Quality vs time", "", f"{metric} (mean per task) against seconds per fusion, {what}.", "",
             f"The plot (`{plot.name}`) is written under `runs/` by {REGENERATE}.", ""]
 
