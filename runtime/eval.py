@@ -115,7 +115,8 @@ def downscale_pair(pair: Pair, folder: PathLike, max_side: int) -> Pair:
     """The pair shrunk (OpenCV INTER_AREA) to a long side of at most ``max_side``, as 8-bit PNG copies
     ``folder/TASK_DATASET_NAME_{a,b}.png`` written once and then reused; unchanged when small enough."""
     sources = api.prepare_sources([pair.a, pair.b])
-    size = io.shrunk_size(*sources[0].luma.shape, max_side)
+    height, width = sources[0].luma.shape
+    size = io.shrunk_size(height, width, max_side)
     if size is None:
         return pair
     paths = [Path(folder) / f"{pair.key}_{role}.png" for role in ("a", "b")]
@@ -232,10 +233,10 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str], setti
     runner = api.open_runner(model, backend) if own else runner
     try:
         with Progress("eval", len(todo), quiet=quiet) as bar:
-            for done, (pair, method) in enumerate(todo, 1):
+            for count, (pair, method) in enumerate(todo, 1):
                 rows.append(_evaluate_one(pair, method, settings[pair.task], runner, out, folder, max_side))
                 io.write_text(out / PER_PAIR, format_csv(rows, PAIR_COLUMNS))
-                bar.update(done)
+                bar.update(count)
     finally:
         if own and runner is not None:
             runner.close()

@@ -6,7 +6,8 @@ last test, which needs TensorRT, pycuda and a GPU and is skipped otherwise. What
 * mypy (strict about our own definitions) on the TensorRT modules against ``tensorrt-stubs``
   (TensorRT 10.13's Python API): every TensorRT attribute, call and argument type we use exists
   there. 8.x-only names are reached through ``getattr`` and version checks, so they are not. The
-  same run checks that ``numpy_ops`` and ``CudaOps`` both implement the sampler's ``Ops`` protocol.
+  same run checks that ``numpy_ops`` and ``CudaOps`` both implement the sampler's ``Ops`` protocol,
+  and types the runtime's public API and commands (settings, options, api, cli, eval).
 * the plan container: round trip, truncation, wrong magic, format and TensorRT version mismatch.
 * the build helpers that need no TensorRT: shape parsing, the typed/untyped route, which ONNX
   tensors stay FP32, the CLI, and the calibration batches.
@@ -36,7 +37,10 @@ from dig2dig.runtime.errors import InputError, ModelError
 REPO = Path(__file__).resolve().parents[1]
 CHECKED = ("export/trt_build.py", "runtime/backends/trt.py", "calibration/int8.py", "runtime/backends/plan_file.py",
            # the loop's Ops protocol: sampler.py's default is the numpy_ops module, gpu.py passes a CudaOps
-           "kernels/ops.py", "runtime/sampler.py", "runtime/gpu.py")
+           "kernels/ops.py", "runtime/sampler.py", "runtime/gpu.py",
+           # the runtime's public API and commands, and the CUDA plumbing they share
+           "runtime/settings.py", "runtime/options.py", "runtime/api.py", "runtime/cli.py", "runtime/eval.py",
+           "runtime/checksums.py", "runtime/progress.py", "kernels/device.py")
 INFO = ModelInfo(in_channels=1, out_channels=1, learn_sigma=False, multiple=16, precision="fp32", schedule=ADM_LINEAR)
 
 # tensorrt-stubs 10.13 is pybind11-stubgen output that mypy cannot read as installed: its tensorrt/
@@ -47,7 +51,8 @@ INFO = ModelInfo(in_channels=1, out_channels=1, learn_sigma=False, multiple=16, 
 STUB_REPAIRS = ((re.compile(r"([(,] *)in: "), r"\1in_: "),
                 (re.compile(r"(power: Weights = None, channel_axis: int)\)"), r"\1 = ...)"))
 # pycuda ships no type information (no stubs package exists): its objects are typed Any. A local stub
-# would be our own guess at pycuda's API, checked against nothing, so pycuda is exempted instead.
+# would be our own guess at pycuda's API, checked against nothing, so pycuda is exempted instead; so are
+# onnxruntime, scipy and scikit-image, which the runtime modules import where used.
 MYPY_INI = """\
 [mypy]
 mypy_path = {stubs}
@@ -61,6 +66,9 @@ cache_dir = {cache}
 ignore_errors = True
 
 [mypy-pycuda.*]
+ignore_missing_imports = True
+
+[mypy-onnxruntime.*,scipy.*,skimage.*]
 ignore_missing_imports = True
 """
 
