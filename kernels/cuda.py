@@ -76,6 +76,8 @@ KERNELS: Dict[str, Tuple[str, str]] = {
     "em_update": ("em", "P" * 10 + "fffiii"),
     "mark_nonfinite": ("array", "PPIi"),
     "luma_of": ("array", "PPiii"),
+    "shrink": ("resample", "PPiiiiii"),
+    "enlarge": ("resample", "PPiiiiii"),
 }
 
 
@@ -420,6 +422,30 @@ class CudaKernels(DeviceOwner):
         _check("images", images, (k, channels, height, width))
         _check("out", out, (k, height, width))
         self._launch_1d("luma_of", out.size, images.gpudata, out.gpudata, channels, height * width, out.size)
+
+    # -- resample.cu -----------------------------------------------------------------------------
+
+    def shrink(self, images: Any, factor: int, out: Any) -> None:
+        """``(K, H, W)`` -> ``out`` ``(K, h, w)``: block means of ``factor`` x ``factor``, reflect-101 padded
+        beyond ``(H / factor, W / factor)`` (``resample.shrink``)."""
+        k, height, width = (int(v) for v in images.shape)
+        oh, ow = (int(v) for v in out.shape[1:])
+        _check("images", images, (k, height, width))
+        _check("out", out, (k, oh, ow))
+        if height % factor or width % factor or oh < height // factor or ow < width // factor:
+            raise ValueError(f"shrink: {height}x{width} by {factor} into {oh}x{ow}")
+        self._launch_1d("shrink", out.size, images.gpudata, out.gpudata, height, width, factor, oh, ow, out.size)
+
+    def enlarge(self, images: Any, factor: int, out: Any) -> None:
+        """``(K, h, w)`` -> ``out`` ``(K, H, W)``: the top-left ``(H / factor, W / factor)`` part, bilinearly
+        enlarged (``resample.enlarge``)."""
+        k, ih, iw = (int(v) for v in images.shape)
+        height, width = (int(v) for v in out.shape[1:])
+        _check("images", images, (k, ih, iw))
+        _check("out", out, (k, height, width))
+        if ih < height // factor or iw < width // factor:
+            raise ValueError(f"enlarge: {ih}x{iw} holds no {height // factor}x{width // factor} part")
+        self._launch_1d("enlarge", out.size, images.gpudata, out.gpudata, ih, iw, factor, height, width, out.size)
 
     # -- lifetime --------------------------------------------------------------------------------
 

@@ -196,6 +196,16 @@ class CudaOps:
 
     # -- the kernels -----------------------------------------------------------------------------
 
+    def shrink(self, images: Any, factor: int, shape: Sequence[int]) -> Any:
+        out = self.pool.take("shrink", (int(images.shape[0]),) + tuple(int(v) for v in shape))
+        self.kernels.shrink(self._contiguous(images), factor, out)
+        return out
+
+    def enlarge(self, images: Any, factor: int, shape: Sequence[int]) -> Any:
+        out = self.pool.take("enlarge", (int(images.shape[0]),) + tuple(int(v) for v in shape))
+        self.kernels.enlarge(self._contiguous(images), factor, out)
+        return out
+
     def gaussian(self, seed: int, stream: int, shape: Sequence[int]) -> Any:
         out = self.pool.take("gaussian", shape)
         self.kernels.gaussian(seed, stream, out)

@@ -13,12 +13,13 @@ from .color import rgb_to_ycbcr, ycbcr_to_rgb
 from .dig import dig_weights
 from .em import EMState, em_step
 from .em import em_init as _em_init
+from .resample import enlarge, shrink
 from .rng import gaussian
 from .step import ddim_update, predict_x0, q_sample
 
 __all__ = ["gaussian", "predict_x0", "q_sample", "ddim_update", "rgb_to_ycbcr", "ycbcr_to_rgb",
            "em_step", "dig_weights", "em_init", "repeat_channels", "concat", "timesteps", "nonfinite_init",
-           "mark_nonfinite", "luma_of", "replace_channel0", "to_host", "sync"]
+           "mark_nonfinite", "luma_of", "replace_channel0", "shrink", "enlarge", "to_host", "sync"]
 
 
 def em_init(shape: Tuple[int, int]) -> EMState:

@@ -55,6 +55,12 @@ class Ops(Protocol):
                     relative: bool, passes: int) -> Tuple[Array, Array]:
         """DIG fusion weights and smoothed gains, both (K, H, W) (``kernels.dig.dig_weights``)."""
 
+    def shrink(self, images: Array, factor: int, shape: Sequence[int]) -> Array:
+        """(K, H, W) -> (K, *shape): block means, reflect-padded to ``shape`` (``kernels.resample.shrink``)."""
+
+    def enlarge(self, images: Array, factor: int, shape: Sequence[int]) -> Array:
+        """(K, h, w) -> (K, *shape): bilinear, of the unpadded part (``kernels.resample.enlarge``)."""
+
     def em_init(self, shape: Tuple[int, int]) -> EMState:
         """EM state for (H, W) float32 images."""
 

@@ -3,10 +3,12 @@
 Read top to bottom, one step is:
 
 1. denoise x_t (and, on a DIG refresh, every source noised to t and to the next level t', with
-   one shared noise draw, in the same batched call);
+   one shared noise draw, in the same batched call; with ``dig_scale`` > 1 the sources are
+   denoised at 1/``dig_scale`` of the size, in a call of their own);
 2. x0 = predict_x0(x_t) (clipped to [-1, 1]);
 3. on a refresh: per-pixel information gains of each source between t and t' and their softmax
-   weights (Cao et al. 2025, Dig2DIG, Sec. 3); otherwise reuse the last weights;
+   weights (Cao et al. 2025, Dig2DIG, Sec. 3), enlarged to full size if computed smaller;
+   otherwise reuse the last weights;
 4. guidance: DDFM's EM step pulls the luminance of x0 toward the sources (Zhao et al. 2023),
    each source's data term scaled by its weight; uniform weights, ``em_window = 1`` and
    ``em_power = 1`` give DDFM exactly (``em_window`` > 1 smooths the E-step's per-pixel weights,
@@ -100,16 +102,28 @@ def sample(runner: Runner, sources: Array, settings: Settings, x_T: Array, ops: 
     schedule = (Schedule.create(settings.steps, runner.info.schedule) if settings.timesteps is None
                 else Schedule.from_timesteps(settings.timesteps, runner.info.schedule))
     channels = runner.info.in_channels
-    num_sources = sources.shape[0]
-    source_input = ops.repeat_channels(sources, channels)  # (K, C, H, W) in the model's space
+    k = sources.shape[0]
+    full = (int(sources.shape[1]), int(sources.shape[2]))
+    scale = settings.dig_scale
+    if full[0] % scale or full[1] % scale:
+        raise ValueError(f"dig_scale {scale} must divide the padded image size {full[0]}x{full[1]}")
+    multiple = runner.info.multiple
+    dig_shape = tuple(-(-n // scale // multiple) * multiple for n in full)  # 1/scale, padded to the model's multiple
+    dig_sources = sources if scale == 1 else ops.shrink(sources, scale, dig_shape)
+    source_input = ops.repeat_channels(dig_sources, channels)  # (K, C, h, w) in the model's space
     x = x_T
     weights = None
-    em_state = ops.em_init(sources.shape[1:])
-    whole_image = 2 * min(sources.shape[1:]) - 1  # the widest window that fits (tiny images)
-    dig_window = min(settings.dig_window, whole_image)
-    em_window = min(scaled_window(settings.em_window, max(sources.shape[1:]), settings.em_window_side), whole_image)
+    em_state = ops.em_init(full)
+    em_window = min(scaled_window(settings.em_window, max(full), settings.em_window_side), 2 * min(full) - 1)
+    dig_window = min(scaled_window(settings.dig_window, max(full) // scale, max(full)), 2 * min(dig_shape) - 1)
     nonfinite = ops.nonfinite_init()  # first step whose model output held NaN/Inf, read after the loop
     steps = len(schedule.timesteps)
+
+    def denoise(batch: Array, times: List[int], step: int) -> Array:
+        out = runner.denoise(batch, ops.timesteps(times))
+        ops.mark_nonfinite(out, step, nonfinite)
+        return out[:, :channels]
+
     for i in range(steps):
         t = int(schedule.timesteps[i])
         abar, abar_prev = float(schedule.alphas_cumprod[i]), float(schedule.alphas_cumprod_prev[i])
@@ -120,24 +134,27 @@ def sample(runner: Runner, sources: Array, settings: Settings, x_T: Array, ops: 
                 t_next = int(schedule.timesteps[i + 1])
                 abar_next = float(schedule.alphas_cumprod[i + 1])
                 noise = ops.gaussian(settings.seed, NOISE_STREAM_DIG + i, source_input.shape[1:])
-                batch = ops.concat([x[None], ops.q_sample(source_input, noise, abar),
-                                    ops.q_sample(source_input, noise, abar_next)])
-                times = [t] * (1 + num_sources) + [t_next] * num_sources
+                noised = ops.concat([ops.q_sample(source_input, noise, abar),
+                                     ops.q_sample(source_input, noise, abar_next)])
+                times = [t] * k + [t_next] * k
+                if scale == 1:  # x_t and the noised sources in one batch
+                    eps_all = denoise(ops.concat([x[None], noised]), [t] + times, i)
+                    eps, eps_sources = eps_all[:1], eps_all[1:]
+                else:  # the sources at their own size: a call of their own
+                    eps, eps_sources = denoise(x[None], [t], i), denoise(noised, times, i)
             else:
-                batch, times = x[None], [t]
-            out = runner.denoise(batch, ops.timesteps(times))
-            ops.mark_nonfinite(out, i, nonfinite)
-            eps = out[:, :channels]
+                eps = denoise(x[None], [t], i)
 
         x0 = ops.predict_x0(x, eps[0], abar)
 
         if refresh:
             with stage("dig"):
-                k = num_sources
-                x0_t = ops.luma_of(ops.predict_x0(batch[1:1 + k], eps[1:1 + k], abar))
-                x0_next = ops.luma_of(ops.predict_x0(batch[1 + k:], eps[1 + k:], abar_next))
-                weights, gains = ops.dig_weights(sources, x0_t, x0_next, dig_window, settings.dig_tau,
+                x0_t = ops.luma_of(ops.predict_x0(noised[:k], eps_sources[:k], abar))
+                x0_next = ops.luma_of(ops.predict_x0(noised[k:], eps_sources[k:], abar_next))
+                weights, gains = ops.dig_weights(dig_sources, x0_t, x0_next, dig_window, settings.dig_tau,
                                                  settings.dig_norm == "spread", settings.dig_passes)
+                if scale > 1:
+                    weights = ops.enlarge(weights, scale, full)
                 trace.refreshes.append({"step": i, "t": t, "t_next": t_next, "weights": weights, "gains": gains})
 
         with stage("guidance"):

@@ -50,6 +50,7 @@ class Settings:
     dig_passes: int = 3  # box passes in turn: 3 is near a Gaussian, std 20 px at 41
     dig_tau: float = 1.0  # softmax temperature (relative to the gains' RMS spread with dig_norm "spread")
     dig_norm: str = "spread"  # "spread": tau x RMS gain spread (ours); "absolute": tau itself (the paper)
+    dig_scale: int = 1  # the refresh denoises the sources at 1/dig_scale of the image size (1, 2, 4 or 8)
     em_window: int = 9  # E-step weights: geometric mean over em_window x em_window; 1 = DDFM
     em_window_side: int = 256  # the long side (px) em_window is given at, scaled to the sources'; 0: pixels
     em_power: float = 0.5  # E-step weights raised to this power after the window; 1 = DDFM
@@ -67,6 +68,8 @@ class Settings:
             self.steps = len(self.timesteps)
         if self.steps < 1 or self.dig_every < 1:
             raise ValueError("steps and dig_every must be >= 1")
+        if self.dig_scale not in (1, 2, 4, 8):
+            raise ValueError(f"dig_scale must be 1, 2, 4 or 8, got {self.dig_scale}")
         if self.dig_passes < 1:
             raise ValueError(f"dig_passes must be >= 1, got {self.dig_passes}")
         for name in ("dig_window", "em_window"):
@@ -80,8 +83,9 @@ class Settings:
         """One line for logs and reports, e.g. ``10 steps, dig every 2, window 61x3, tau 0.667 (spread),
         E-step 9 px at 256, power 0.5, lamb 0.5, rho 0.001, seed 0``."""
         steps = f"{self.steps} steps" if self.timesteps is None else f"timesteps {','.join(map(str, self.timesteps))}"
-        guidance = (f"dig every {self.dig_every}, window {self.dig_window}x{self.dig_passes}, "
-                    f"tau {self.dig_tau:g} ({self.dig_norm})" if self.guidance == "dig" else "static")
+        guidance = (f"dig every {self.dig_every}" + (f" at 1/{self.dig_scale}" if self.dig_scale > 1 else "")
+                    + f", window {self.dig_window}x{self.dig_passes}, tau {self.dig_tau:g} ({self.dig_norm})"
+                    if self.guidance == "dig" else "static")
         side = f" at {self.em_window_side}" if self.em_window_side else ""
         return (f"{steps}, {guidance}, E-step {self.em_window} px{side}, power {self.em_power:g}, "
                 f"lamb {self.lamb:g}, rho {self.rho:g}, seed {self.seed}")

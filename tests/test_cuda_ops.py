@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from dig2dig.runtime.schedule import ADM_LINEAR
-from dig2dig.kernels import NUMPY_OPS, color, dig, em, numpy_ops, rng, step
+from dig2dig.kernels import NUMPY_OPS, color, dig, em, numpy_ops, resample, rng, step
 from dig2dig.kernels import cuda
 from dig2dig.kernels.cuda_ops import BufferPool, CudaOps
 from dig2dig.kernels.device import CudaError, GrowBuffers, cuda_driver
@@ -160,6 +160,12 @@ class FakeKernels:
     def luma_of(self, images, out):
         out.arr[...] = numpy_ops.luma_of(dense("images", images))
 
+    def shrink(self, images, factor, out):
+        out.arr[...] = resample.shrink(dense("images", images), factor, out.shape[1:])
+
+    def enlarge(self, images, factor, out):
+        out.arr[...] = resample.enlarge(dense("images", images), factor, out.shape[1:])
+
     def close(self):
         self.closed = True
 
@@ -215,14 +221,15 @@ def sources(height: int = 24, width: int = 40) -> np.ndarray:
                    -1, 1).astype(np.float32)
 
 
-@pytest.mark.parametrize("channels, learn_sigma, em_window, dig_passes, em_power",
-                         [(1, False, 1, 1, 1.0), (3, False, 1, 1, 1.0), (3, True, 3, 2, 0.5)])
+@pytest.mark.parametrize("channels, learn_sigma, em_window, dig_passes, em_power, dig_scale",
+                         [(1, False, 1, 1, 1.0, 1), (3, False, 1, 1, 1.0, 1), (3, True, 3, 2, 0.5, 1),
+                          (1, False, 3, 3, 0.5, 2), (3, True, 1, 1, 1.0, 4)])
 def test_gpu_loop_on_fake_device_equals_cpu_loop(fake_driver, channels, learn_sigma, em_window, dig_passes,
-                                                 em_power):
+                                                 em_power, dig_scale):
     pair = sources()
     runner = FakeRunner(channels, learn_sigma)
     settings = Settings(steps=5, dig_every=2, dig_window=5, em_window=em_window, dig_passes=dig_passes,
-                        em_window_side=0, em_power=em_power)
+                        em_window_side=0, em_power=em_power, dig_scale=dig_scale)
     x_T = initial_noise((channels,) + pair.shape[1:], settings.seed)
     cpu_trace = Trace()
     expected = sample(runner, pair, settings, x_T, trace=cpu_trace)
@@ -235,8 +242,9 @@ def test_gpu_loop_on_fake_device_equals_cpu_loop(fake_driver, channels, learn_si
         np.testing.assert_array_equal(gpu["gains"], cpu["gains"])
     assert set(result.seconds) == {"upload", "loop", "loop_wall", "model", "other", "download"}
     # The values the sampler still holds plus the new one: at most three buffers per (operation, shape)
-    # (luma_of: x0_t and x0_next of the last refresh, then the new x0_t); a second run allocates nothing.
-    assert max(len(slots) for slots in ops.pool._slots.values()) == 3
+    # (luma_of: x0_t and x0_next of the last refresh, then the new x0_t), besides the timesteps, kept
+    # one per distinct list of t; a second run allocates nothing.
+    assert max(len(slots) for (role, *_), slots in ops.pool._slots.items() if role != "timesteps") == 3
     allocations = ops.pool.allocations
     again = gpu_sample(runner, pair, settings, x_T, ops=ops)
     np.testing.assert_array_equal(again.sample, expected)

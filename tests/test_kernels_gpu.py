@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dig2dig.kernels import color, dig, em, rng, step
+from dig2dig.kernels import color, dig, em, resample, rng, step
 from dig2dig.kernels.cuda import CudaKernels
 from test_kernels_numpy import noisy_tno_pair, plausible_estimates, real_sources
 
@@ -152,6 +152,20 @@ def test_color_real_and_random(kernels):
         assert np.abs(ycc - color.rgb_to_ycbcr(rgb)).max() <= 1e-6
         back = run(kernels, "ycbcr_to_rgb", [ycc], rgb.shape)
         assert np.abs(back - color.ycbcr_to_rgb(ycc)).max() <= 1e-6
+
+
+@pytest.mark.parametrize("factor, shape, small", [(2, (2, 128, 192), (64, 96)), (4, (2, 136, 200), (40, 56)),
+                                                 (8, (1, 64, 64), (8, 8))])
+def test_resample_real_and_random(kernels, factor, shape, small):
+    """shrink (block means, reflect-101 padding) and enlarge (bilinear) against their NumPy twins."""
+    generator = np.random.default_rng(factor)
+    planes = generator.uniform(-1, 1, shape).astype(np.float32)
+    if shape[0] == 2 and factor == 2:
+        planes = real_sources()[:, :128, :192]
+    shrunk = run(kernels, "shrink", [planes], (shape[0],) + small, factor)
+    assert np.abs(shrunk - resample.shrink(planes, factor, small)).max() <= 1e-6
+    grown = run(kernels, "enlarge", [shrunk], shape, factor)
+    assert np.abs(grown - resample.enlarge(shrunk, factor, shape[1:])).max() <= 1e-6
 
 
 def compare_em(kernels: CudaKernels, f_pre, a, b, steps: int, weights=None, window: int = 1,

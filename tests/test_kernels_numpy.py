@@ -11,6 +11,7 @@ from conftest import em_iterations, pair
 from dig2dig.kernels import rng
 from dig2dig.kernels.cuda import EM_SOLVE_ITERATIONS, em_chebyshev_omegas
 from dig2dig.kernels.dig import box_mean, dig_weights
+from dig2dig.kernels.resample import enlarge, shrink
 
 
 def real_sources(name: str = "22") -> np.ndarray:
@@ -229,3 +230,35 @@ def test_gpu_em_iterative_solve_matches_ddfm_fft_solve(em_ref):
         assert np.abs(H - expected).max() <= 5e-6 * np.abs(expected).max(), k
         F1, F2 = (em_ref[f"{name}_f64_iter{k}"][0, 0].astype(np.float32) for name in ("F1", "F2"))
     assert len(em_chebyshev_omegas()) == EM_SOLVE_ITERATIONS
+
+
+def test_shrink_is_the_area_mean_then_reflect_padding():
+    image = cv2.imread(str(pair("ivf", "22")[0]), cv2.IMREAD_GRAYSCALE).astype(np.float32)[:96, :120] / 255
+    planes = np.stack([image, 1 - image])
+    small = shrink(planes, 4, (32, 40))
+    assert small.shape == (2, 32, 40) and small.dtype == np.float32
+    area = cv2.resize(image, (30, 24), interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(small[0, :24, :30], area, atol=1e-6)
+    np.testing.assert_allclose(small[:, 24:, :30], small[:, 22:14:-1, :30])  # reflect-101 below
+    np.testing.assert_allclose(small[:, :24, 30:], small[:, :24, 28:18:-1])  # and to the right
+
+
+def test_enlarge_is_bilinear_with_half_pixel_centres():
+    rng = np.random.default_rng(3)
+    small = rng.random((2, 7, 9)).astype(np.float32)
+    big = enlarge(small, 4, (24, 32))  # the top-left 6 x 8 of each plane, 4 times larger
+    assert big.shape == (2, 24, 32) and big.dtype == np.float32
+
+    def source(i: int, n: int) -> float:
+        return min(max((i + 0.5) / 4 - 0.5, 0.0), n - 1)
+
+    for k, y, x in [(0, 0, 0), (1, 5, 17), (0, 23, 31), (1, 12, 2)]:
+        sy, sx = source(y, 6), source(x, 8)
+        y0, x0 = int(sy), int(sx)
+        y1, x1 = min(y0 + 1, 5), min(x0 + 1, 7)
+        ay, ax = sy - y0, sx - x0
+        plane = small[k]
+        want = ((1 - ay) * ((1 - ax) * plane[y0, x0] + ax * plane[y0, x1])
+                + ay * ((1 - ax) * plane[y1, x0] + ax * plane[y1, x1]))
+        assert abs(big[k, y, x] - want) < 1e-6
+    np.testing.assert_allclose(enlarge(np.ones((1, 4, 4), np.float32), 2, (8, 8)), 1.0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,11 @@ import pytest
 
 from conftest import ADM, pair
 from dig2dig.runtime import api
+from dig2dig.runtime.backends.base import Runner
 from dig2dig.runtime.backends.ort import OrtRunner
 from dig2dig.runtime.errors import NumericalError
 from dig2dig.runtime.sampler import Settings, Trace, sample, scaled_window
+from dig2dig.runtime.settings import resolve
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +167,45 @@ def merged_chroma(sources):  # type: ignore[no-untyped-def]
     from dig2dig.runtime import io
 
     return io.merge_chroma(sources)
+
+
+class RecordingRunner(Runner):
+    """The bundled prior, recording the shape and timesteps of every batch it is given."""
+
+    def __init__(self) -> None:
+        self.runner = api.open_runner()
+        self.info = self.runner.info
+        self.calls: list = []
+
+    def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        self.calls.append((x.shape, [int(v) for v in t]))
+        return self.runner.denoise(x, t)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_reduced_resolution_dig_on_a_real_pair(scale: int) -> None:
+    """With ``dig_scale`` the refresh denoises the sources at 1/scale of the size (padded to the model's
+    multiple) in a call of their own; x_t stays full size; the weights come back at full size, sum to 1, and
+    at the first refresh, where the estimates are smooth, follow the full-resolution weights."""
+    a, b = pair("ivf", "22")  # 128 x 192
+    base = resolve("ivf", dig_window=21)
+    full = api.fuse(a, b, task="ivf", settings=base)
+    runner = RecordingRunner()
+    reduced = api.fuse(a, b, task="ivf", runner=runner, settings=replace(base, dig_scale=scale))
+    multiple = runner.info.multiple
+    small = tuple(-(-n // scale // multiple) * multiple for n in (128, 192))
+    assert [shape for shape, _ in runner.calls if shape[0] == 4] == [(4, 1) + small] * 5
+    assert [shape for shape, _ in runner.calls if shape[0] == 1] == [(1, 1, 128, 192)] * 10
+    assert len(runner.calls) == 15  # every step's x_t, and the sources at the five refreshes
+    for got, want in zip(reduced.trace.refreshes, full.trace.refreshes):
+        assert got["weights"].shape == want["weights"].shape == (2, 128, 192)
+        np.testing.assert_allclose(got["weights"].sum(axis=0), 1.0, atol=1e-5)
+    first = [refreshes[0]["weights"][0].ravel() for refreshes in (reduced.trace.refreshes, full.trace.refreshes)]
+    assert np.corrcoef(*first)[0, 1] > 0.9
+    assert np.abs(reduced.luma - full.luma).mean() < 0.05
+
+
+def test_dig_scale_must_divide_the_padded_size() -> None:
+    sources = np.zeros((2, 20, 24), np.float32)
+    with pytest.raises(ValueError, match="dig_scale 8 must divide the padded image size 20x24"):
+        sample(api.open_runner(), sources, Settings(steps=2, dig_scale=8), np.zeros((1, 20, 24), np.float32))
