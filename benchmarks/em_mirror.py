@@ -46,7 +46,7 @@ from dig2dig.runtime import api, io, metrics
 from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.settings import TASKS, resolve
 from machine import machine_line
-from sweeps import select_pairs
+from sweeps import parse_overrides, select_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 DIFFER = 0.1  # |B - A| in [0, 1] luminance above which a pixel's blend fraction is measured
@@ -79,8 +79,7 @@ def fuse_pair(pair: evaluation.Pair, runner: Any, form: str) -> api.FusionResult
     """DIG at the task's defaults; ``X + V`` swaps in the unmirrored estimate, ``FIELD=VALUE`` words override them."""
     unmirrored = form == "X + V"
     swap = mock.patch.object(numpy_ops, "em_step", em_step_unmirrored) if unmirrored else contextlib.nullcontext()
-    overrides = {} if form in ("ddfm", "X + V") else {k: int(v) if v.isdigit() else float(v)
-                                                        for k, v in (w.split("=") for w in form.split())}
+    overrides = {} if form in ("ddfm", "X + V") else parse_overrides(form)
     with swap:
         return api.fuse(pair.a, pair.b, task=pair.task, runner=runner,
                         settings=resolve(pair.task, **overrides))

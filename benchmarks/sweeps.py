@@ -85,6 +85,22 @@ def add_run(runs: Dict[str, Run], settings: Settings, method: str, per_task: Seq
     return name
 
 
+def parse_overrides(form: str) -> Dict[str, Any]:
+    """``FIELD=VALUE`` words over ``Settings``: ``"dig_scale=2 em_power=1"`` -> ``{"dig_scale": 2, "em_power": 1}``
+    (whole numbers as int, other numbers as float, the rest as text)."""
+    values: Dict[str, Any] = {}
+    for word in form.split():
+        name, _, text = word.partition("=")
+        try:
+            values[name] = int(text)
+        except ValueError:
+            try:
+                values[name] = float(text)
+            except ValueError:
+                values[name] = text
+    return values
+
+
 def select_pairs(pairs: Sequence[evaluation.Pair], per_task: int) -> List[evaluation.Pair]:
     """``per_task`` pairs of each task, taken in turn from its datasets (manifest order)."""
     chosen = []
