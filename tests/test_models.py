@@ -37,3 +37,13 @@ def test_default_prior_contract() -> None:
     x = np.random.default_rng(0).standard_normal((2, 1, 48, 64)).astype(np.float32)
     y = runner.denoise(x, np.array([10.0, 900.0], np.float32))
     assert y.shape == x.shape and np.isfinite(y).all()
+
+
+def test_cpu_runner_runs_one_image_at_a_time_with_the_same_outputs() -> None:
+    """On the CPU provider a batch runs one image at a time (bounded memory), bit for bit as one call."""
+    split, whole = OrtRunner(str(default_model())), OrtRunner(str(default_model()), max_batch=0)
+    assert split.max_batch == 1
+    x = np.random.default_rng(1).standard_normal((5, 1, 48, 64)).astype(np.float32)
+    t = np.array([999, 999, 999, 888, 888], np.float32)
+    np.testing.assert_array_equal(split.denoise(x, t), whole.denoise(x, t))
+    assert OrtRunner(str(default_model()), max_batch=2).denoise(x, t).shape == (5, 1, 48, 64)

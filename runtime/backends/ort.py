@@ -11,9 +11,16 @@ from .base import INPUT_T, INPUT_X, OUTPUT_Y, ModelInfo, Runner
 
 
 class OrtRunner(Runner):
-    """Runs a dig2dig ONNX model with onnxruntime; one session, reused across calls."""
+    """Runs a dig2dig ONNX model with onnxruntime; one session, reused across calls.
 
-    def __init__(self, path: str, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None):
+    ``max_batch``: the most images per session run (default: 1 on the CPU provider, the whole batch on
+    CUDA). The CPU provider runs the same kernels per image whatever the batch, so one image at a time
+    gives the same outputs in the same time while holding one image's activations instead of five (a
+    640x480 fusion peaks near 1.1 GB instead of 4.8 GB, docs/BENCHMARKS.md).
+    """
+
+    def __init__(self, path: str, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None,
+                 max_batch: Optional[int] = None):
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -34,8 +41,14 @@ class OrtRunner(Runner):
         self.info = ModelInfo.from_metadata(props, path)
         self.path = path
         self.providers = self.session.get_providers()
+        on_cpu = self.providers[0] == "CPUExecutionProvider"
+        self.max_batch = max_batch if max_batch is not None else 1 if on_cpu else 0  # 0: no limit
 
     def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         t = np.ascontiguousarray(t, dtype=np.float32)
-        return self.session.run([OUTPUT_Y], {INPUT_X: x, INPUT_T: t})[0]
+        step = self.max_batch or len(x)
+        if step >= len(x):
+            return self.session.run([OUTPUT_Y], {INPUT_X: x, INPUT_T: t})[0]
+        return np.concatenate([self.session.run([OUTPUT_Y], {INPUT_X: x[i:i + step], INPUT_T: t[i:i + step]})[0]
+                               for i in range(0, len(x), step)])
