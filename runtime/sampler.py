@@ -31,7 +31,7 @@ import numpy as np
 from ..kernels import NUMPY_OPS
 from ..kernels.ops import Array, Ops
 from .backends.base import Runner
-from .errors import NumericalError
+from .errors import InputError, NumericalError
 from .schedule import Schedule
 from .settings import Settings
 
@@ -105,10 +105,11 @@ def sample(runner: Runner, sources: Array, settings: Settings, x_T: Array, ops: 
     k = sources.shape[0]
     full = (int(sources.shape[1]), int(sources.shape[2]))
     scale = settings.dig_scale
-    if full[0] % scale or full[1] % scale:
-        raise ValueError(f"dig_scale {scale} must divide the padded image size {full[0]}x{full[1]}")
     multiple = runner.info.multiple
     dig_shape = tuple(-(-n // scale // multiple) * multiple for n in full)  # 1/scale, padded to the model's multiple
+    if full[0] % scale or full[1] % scale or any(d - n // scale >= n // scale for d, n in zip(dig_shape, full)):
+        raise InputError(f"dig_scale {scale} does not suit the padded image size {full[0]}x{full[1]} (it must "
+                         f"divide it, and 1/{scale} of it must be at least half the model's multiple {multiple})")
     dig_sources = sources if scale == 1 else ops.shrink(sources, scale, dig_shape)
     source_input = ops.repeat_channels(dig_sources, channels)  # (K, C, h, w) in the model's space
     x = x_T

@@ -12,7 +12,7 @@ from conftest import ADM, pair
 from dig2dig.runtime import api
 from dig2dig.runtime.backends.base import Runner
 from dig2dig.runtime.backends.ort import OrtRunner
-from dig2dig.runtime.errors import NumericalError
+from dig2dig.runtime.errors import InputError, NumericalError
 from dig2dig.runtime.sampler import Settings, Trace, sample, scaled_window
 from dig2dig.runtime.settings import resolve
 
@@ -205,7 +205,10 @@ def test_reduced_resolution_dig_on_a_real_pair(scale: int) -> None:
     assert np.abs(reduced.luma - full.luma).mean() < 0.05
 
 
-def test_dig_scale_must_divide_the_padded_size() -> None:
-    sources = np.zeros((2, 20, 24), np.float32)
-    with pytest.raises(ValueError, match="dig_scale 8 must divide the padded image size 20x24"):
-        sample(api.open_runner(), sources, Settings(steps=2, dig_scale=8), np.zeros((1, 20, 24), np.float32))
+@pytest.mark.parametrize("shape, scale", [((20, 24), 8), ((16, 64), 4)])
+def test_dig_scale_must_suit_the_padded_size(shape: tuple, scale: int) -> None:
+    """The scale must divide the padded size and leave a reduced image that padding can reflect."""
+    sources = np.zeros((2,) + shape, np.float32)
+    message = f"dig_scale {scale} does not suit the padded image size {shape[0]}x{shape[1]}"
+    with pytest.raises(InputError, match=message):
+        sample(api.open_runner(), sources, Settings(steps=2, dig_scale=scale), np.zeros((1,) + shape, np.float32))
