@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from dig2dig.runtime import api
-from dig2dig.runtime.bench import STAGES, summarize
+from dig2dig.runtime.bench import STAGES, stage_seconds, summarize
 from dig2dig.runtime.settings import resolve
 
 from machine import machine_line
@@ -32,13 +32,6 @@ from dig2dig.runtime.settings import resolve
 api.fuse(sys.argv[1], sys.argv[2], task=sys.argv[3], settings=resolve(sys.argv[3], **json.loads(sys.argv[4])))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
-
-
-def stage_seconds(result: api.FusionResult) -> Dict[str, float]:
-    """The fusion's seconds per stage of ``bench.STAGES`` (``other``: the rest of the total)."""
-    seconds = {name: result.seconds.get(name, 0.0) for name in STAGES}
-    seconds["other"] = seconds["total"] - sum(seconds[name] for name in STAGES[:4])
-    return seconds
 
 
 def peak_mib(a: Path, b: Path, task: str, form: str) -> float:
@@ -66,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for _ in range(args.runs):
         for form in forms:
             result = api.fuse(args.a, args.b, task=args.task, settings=settings[form], runner=runner)
-            times[form].append(stage_seconds(result))
+            times[form].append(stage_seconds(result.seconds))
     runner.close()
     base = summarize([t["total"] for t in times[""]])["median"]
     print(f"{args.a} + {args.b}, {args.task}, onnxruntime, {args.runs} runs each after a warm-up, alternating; "

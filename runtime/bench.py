@@ -24,6 +24,13 @@ def summarize(values: Sequence[float]) -> Dict[str, float]:
     return {"median": float(np.median(values)), "p90": float(np.percentile(values, 90))}
 
 
+def stage_seconds(seconds: Dict[str, float]) -> Dict[str, float]:
+    """A fusion's ``FusionResult.seconds`` as every stage of ``STAGES``; ``other`` is the rest of ``total``."""
+    stages = {name: seconds.get(name, 0.0) for name in STAGES}
+    stages["other"] = stages["total"] - sum(stages[name] for name in STAGES[:4])
+    return stages
+
+
 def run_bench(a: api.PathLike, b: api.PathLike, task: str = "ivf", model: Optional[api.PathLike] = None,
               backend: str = "ort", settings: Optional[Settings] = None, runs: int = 3,
               resize: bool = False) -> Dict[str, Any]:
@@ -40,13 +47,12 @@ def run_bench(a: api.PathLike, b: api.PathLike, task: str = "ivf", model: Option
     runner = api.open_runner(path, backend)
     try:
         warm = api.fuse(a, b, task=task, settings=settings, resize=resize, runner=runner)
-        timings = [api.fuse(a, b, task=task, settings=settings, resize=resize, runner=runner).seconds
+        timings = [stage_seconds(api.fuse(a, b, task=task, settings=settings, resize=resize, runner=runner).seconds)
                    for _ in range(runs)]
         providers = list(getattr(runner, "providers", [backend]))
     finally:
         runner.close()
-    per_run: Dict[str, List[float]] = {name: [t.get(name, 0.0) for t in timings] for name in STAGES}
-    per_run["other"] = [t["total"] - sum(t.get(name, 0.0) for name in STAGES[:4]) for t in timings]
+    per_run: Dict[str, List[float]] = {name: [t[name] for t in timings] for name in STAGES}
     report: Dict[str, Any] = {
         "stages": {name: summarize(per_run[name]) for name in STAGES},
         "runs_seconds": per_run,
