@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict, Optional, Tuple
 
-from .settings import TASKS, Settings, load_config, resolve, task_default_text
+from .settings import TASK_FIELDS, TASKS, Settings, load_config, resolve, task_default_text
 
 _DEFAULTS = Settings()
 # (field, type, choices, help) of the tuning knobs; each is --FIELD-NAME on the command line.
@@ -47,8 +47,7 @@ def add_settings_options(p: argparse.ArgumentParser, task_default: Optional[str]
     advanced = p.add_argument_group("advanced", "tuning knobs; the defaults are justified in docs/QUALITY.md")
     for field, kind, choices, text in ADVANCED:
         default = getattr(_DEFAULTS, field)
-        shown = "" if field in ("dig_window", "dig_tau") else f" (default {default:g})" if not isinstance(
-            default, str) else f" (default {default})"
+        shown = "" if field in TASK_FIELDS else f" (default {default})"  # per-task defaults are in the text
         advanced.add_argument(_flag(field), type=kind, choices=choices, metavar=None if choices else "X",
                               help=text + shown)
     return advanced
@@ -56,7 +55,7 @@ def add_settings_options(p: argparse.ArgumentParser, task_default: Optional[str]
 
 def setting_overrides(args: argparse.Namespace) -> Dict[str, Any]:
     """The settings asked for: the ``--config`` file's, then every option given (unset ones are left out)."""
-    chosen: Dict[str, Any] = load_config(args.config) if getattr(args, "config", None) else {}
+    chosen: Dict[str, Any] = load_config(args.config) if args.config else {}
     chosen.update({field: getattr(args, field) for field in OPTION_FIELDS if getattr(args, field) is not None})
     return chosen
 
