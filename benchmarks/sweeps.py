@@ -142,7 +142,7 @@ def adopt_rows(pairs: Sequence[evaluation.Pair], out: Path, run: Run, max_side: 
     for folder in folders:
         if not wanted or folder.resolve() == out.resolve() or not (folder / evaluation.RUN).is_file():
             continue
-        other = json.loads((folder / evaluation.RUN).read_text(encoding="utf-8"))
+        other = evaluation.read_record(folder / evaluation.RUN)
         for row in evaluation.read_rows(folder / evaluation.PER_PAIR):
             key = (row["task"], row["dataset"], row["name"], row["method"])
             if key in wanted and not row.get("error") and wanted[key] == fingerprint(other, row["task"], key[3]):

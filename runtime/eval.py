@@ -192,19 +192,22 @@ def run_record(settings: Mapping[str, Settings], max_side: Optional[int], model:
     return json.loads(json.dumps(record))
 
 
+def read_record(path: Path) -> Dict[str, Any]:
+    """A ``run.json`` as :func:`run_record` writes it today: a setting it lacks (one added to dig2dig since it
+    was written) is given its default, which keeps the earlier behaviour."""
+    record = json.loads(path.read_text(encoding="utf-8"))
+    defaults = json.loads(json.dumps({k: v for k, v in asdict(Settings()).items() if k != "guidance"}))
+    record["settings"] = {task: {**defaults, **values} for task, values in record.get("settings", {}).items()}
+    return record
+
+
 def check_run(out: Path, record: Dict[str, Any]) -> None:
-    """Write ``run.json``, or refuse a folder whose ``run.json`` records other settings. A setting the record
-    lacks (one added to dig2dig since) counts as its default, which keeps the earlier behaviour."""
+    """Write ``run.json``, or refuse a folder whose ``run.json`` records other settings (:func:`read_record`)."""
     path = out / RUN
     if not path.is_file():
         io.write_text(path, json.dumps(record, indent=1) + "\n")
         return
-    old, new = _flat(json.loads(path.read_text(encoding="utf-8"))), _flat(record)
-    defaults = json.loads(json.dumps(asdict(Settings())))
-    for key in set(new) - set(old):
-        field = key.split(".")[-1]
-        if field in defaults:
-            old[key] = defaults[field]
+    old, new = _flat(read_record(path)), _flat(record)
     changed = sorted({key.split(".")[-1] for key in set(old) | set(new) if old.get(key) != new.get(key)})
     if changed:
         raise InputError(f"{out} holds results of other settings ({', '.join(changed)} differ): "
