@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from dig2dig.runtime import eval as evaluation
-from dig2dig.runtime.settings import TASKS, resolve
+from dig2dig.runtime.settings import TASKS, check_task, resolve
 
 from machine import machine_line
 from sweeps import ROOT, parse_overrides, select_pairs
@@ -28,8 +28,10 @@ GUARD = {"Qabf": -0.005, "VIFF": -0.01, "SSIM": -0.01}
 FULLRES_PER_TASK, FULLRES_SIDE, ALL_PAIRS_SIDE = 4, 640, 256
 
 
-def folder_name(form: str) -> str:
-    return "defaults" if not form else form.replace(" ", "_").replace("=", "")
+def folder_name(form: str, model: Optional[str] = None) -> str:
+    """``defaults`` or the candidate's words (``dig_scale2``), then the candidate model's file stem."""
+    name = form.replace(" ", "_").replace("=", "") or "defaults"
+    return name + (f"_{Path(model).stem}" if model else "")
 
 
 def paired(base: Sequence[float], other: Sequence[float]) -> Tuple[float, float]:
@@ -47,13 +49,13 @@ def rows_by_pair(folder: Path) -> Dict[Tuple[str, str, str], Dict[str, str]]:
             if r["method"] == "dig" and not r["error"]}
 
 
-def report(out: Path, forms: Sequence[str]) -> List[str]:
+def report(out: Path, forms: Sequence[str], model: Optional[str] = None) -> List[str]:
     """The markdown table of every candidate against the defaults, per task."""
     base = rows_by_pair(out / folder_name(""))
     lines = ["| candidate | task | n | s / fusion (defaults) | " + " | ".join(f"Δ{m} (t)" for m in GUARD)
              + " | guard |", "|---|---|---:|---:|" + "---:|" * len(GUARD) + "---|"]
     for form in forms:
-        rows = rows_by_pair(out / folder_name(form))
+        rows = rows_by_pair(out / folder_name(form, model))
         for task in TASKS:
             keys = [key for key in base if key[0] == task and key in rows]
             if not keys:
@@ -64,31 +66,40 @@ def report(out: Path, forms: Sequence[str]) -> List[str]:
                 mean, t = paired([float(base[k][metric]) for k in keys], [float(rows[k][metric]) for k in keys])
                 cells.append(f"{mean:+.4f} ({t:+.1f})")
                 ok = ok and mean >= floor
-            lines.append(f"| {form} | {task} | {len(keys)} | {seconds[0]:.2f} ({seconds[1]:.2f}) | "
+            label = " ".join(filter(None, [form, Path(model).name if model else ""]))
+            lines.append(f"| {label} | {task} | {len(keys)} | {seconds[0]:.2f} ({seconds[1]:.2f}) | "
                          + " | ".join(cells) + f" | {'holds' if ok else 'fails'} |")
     return lines
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("forms", nargs="+", metavar="FIELD=VALUE", help="a candidate: FIELD=VALUE words, quoted")
+    parser.add_argument("forms", nargs="+", metavar="FIELD=VALUE",
+                        help="a candidate: FIELD=VALUE words, quoted ('' with --model: the defaults' settings)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--fullres", action="store_true", help="the 16 full-resolution pairs, up to 640 px")
     parser.add_argument("--out", type=Path, help="result folders (default runs/quality_guard[_fullres])")
+    parser.add_argument("--tasks", type=lambda text: text.split(","), default=list(TASKS), metavar="T1,T2",
+                        help="only these tasks' pairs (a candidate's values then apply to them alone)")
+    parser.add_argument("--model", help="ONNX model of the candidates (default: the shipped prior; the "
+                                        "defaults always run the shipped prior)")
     args = parser.parse_args(argv)
     out = args.out or ROOT / "runs" / ("quality_guard_fullres" if args.fullres else "quality_guard")
-    pairs = evaluation.find_pairs(args.data)
+    pairs = [pair for pair in evaluation.find_pairs(args.data) if pair.task in args.tasks]
     if args.fullres:
         pairs = select_pairs(pairs, FULLRES_PER_TASK)
     side = FULLRES_SIDE if args.fullres else ALL_PAIRS_SIDE
-    for form in [""] + list(args.forms):
+    for task in args.tasks:
+        check_task(task)
+    runs = [("", None)] + [(form, args.model) for form in args.forms]
+    for form, model in runs:
         overrides = parse_overrides(form)
         settings = {task: resolve(task, **overrides) for task in TASKS}
-        evaluation.evaluate(pairs, out / folder_name(form), ["dig"], settings, max_side=side,
-                            sources=out / "sources")
+        evaluation.evaluate(pairs, out / folder_name(form, model), ["dig"], settings, max_side=side,
+                            sources=out / "sources", model=model)
     print(f"Quality guard, {len(pairs)} pairs at up to {side} px; {machine_line()}")
     print()
-    print("\n".join(report(out, args.forms)))
+    print("\n".join(report(out, args.forms, args.model)))
     return 0
 
 

@@ -1,12 +1,14 @@
 """Fuse time per stage and peak memory of candidate settings against the defaults, on one pair, on the CPU.
 
-Each candidate (``FIELD=VALUE`` words over ``Settings``; the defaults always come first) fuses the pair
-once as a warm-up, then the timed runs alternate between the candidates on one onnxruntime runner, so
-that every ratio is measured in the same conditions. Peak memory: each candidate first fuses once in a
+Each candidate (``FIELD=VALUE`` words over ``Settings``, and ``model=PATH`` for another ONNX model than
+the shipped prior; the defaults always come first) fuses the pair once as a warm-up, then the timed runs
+alternate between the candidates (one onnxruntime runner per model), so that every ratio is measured in
+the same conditions. Peak memory: each candidate first fuses once in a
 fresh process, whose maximum resident set size is read back (``getrusage``; measured before this process
 grows, since Linux hands a child its parent's high-water mark).
 
     python benchmarks/speed_cpu.py --runs 3 dig_scale=2 dig_scale=4
+    python benchmarks/speed_cpu.py --runs 3 model=runs/int8/model_int8.onnx
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from dig2dig.runtime import api
 from dig2dig.runtime.bench import STAGES, stage_seconds, summarize
@@ -29,14 +31,22 @@ PEAK = """
 import json, resource, sys
 from dig2dig.runtime import api
 from dig2dig.runtime.settings import resolve
-api.fuse(sys.argv[1], sys.argv[2], task=sys.argv[3], settings=resolve(sys.argv[3], **json.loads(sys.argv[4])))
+api.fuse(sys.argv[1], sys.argv[2], task=sys.argv[3], settings=resolve(sys.argv[3], **json.loads(sys.argv[4])),
+         model=sys.argv[5] or None)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
+def split_model(form: str) -> Tuple[str, Dict[str, Any]]:
+    """A candidate's model path ("" for the shipped prior) and its settings overrides."""
+    overrides = parse_overrides(form)
+    return str(overrides.pop("model", "")), overrides
+
+
 def peak_mib(a: Path, b: Path, task: str, form: str) -> float:
     """Maximum resident set size (MiB) of a fresh process that fuses the pair once."""
-    out = subprocess.run([sys.executable, "-c", PEAK, str(a), str(b), task, json.dumps(parse_overrides(form))],
+    model, overrides = split_model(form)
+    out = subprocess.run([sys.executable, "-c", PEAK, str(a), str(b), task, json.dumps(overrides), model],
                          capture_output=True, text=True, check=True).stdout
     return int(out.split()[-1]) / 1024
 
@@ -50,17 +60,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="timed runs of each candidate, alternating")
     args = parser.parse_args(argv)
     forms = [""] + list(args.forms)
-    settings = {form: resolve(args.task, **parse_overrides(form)) for form in forms}
+    models = {form: split_model(form)[0] for form in forms}
+    settings = {form: resolve(args.task, **split_model(form)[1]) for form in forms}
     peaks = {form: peak_mib(args.a, args.b, args.task, form) for form in forms}
-    runner = api.open_runner()
+    runners = {model: api.open_runner(model or None) for model in set(models.values())}
     times: Dict[str, List[Dict[str, float]]] = {form: [] for form in forms}
     for form in forms:
-        api.fuse(args.a, args.b, task=args.task, settings=settings[form], runner=runner)
+        api.fuse(args.a, args.b, task=args.task, settings=settings[form], runner=runners[models[form]])
     for _ in range(args.runs):
         for form in forms:
-            result = api.fuse(args.a, args.b, task=args.task, settings=settings[form], runner=runner)
+            result = api.fuse(args.a, args.b, task=args.task, settings=settings[form], runner=runners[models[form]])
             times[form].append(stage_seconds(result.seconds))
-    runner.close()
+    for runner in runners.values():
+        runner.close()
     base = summarize([t["total"] for t in times[""]])["median"]
     print(f"{args.a} + {args.b}, {args.task}, onnxruntime, {args.runs} runs each after a warm-up, alternating; "
           f"{machine_line()}")

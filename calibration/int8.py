@@ -4,9 +4,10 @@ The UNet never sees clean images: it sees x_t = sqrt(abar_t) x0 + sqrt(1 - abar_
 training step t of the schedule. Calibrating on clean crops, or on pure noise, would set the
 activation ranges for only one end of the loop. So each calibration batch holds luminance crops of
 real images (in [-1, 1], repeated to the model's channels, as the sampler feeds its sources),
-noised to timesteps drawn uniformly over the whole schedule.
+noised to timesteps spread evenly over the whole schedule (:func:`spread_timesteps`).
 
-TensorRT reads the batches through an ``IInt8EntropyCalibrator2`` whose device buffers come from
+:func:`noised_batches` is the one source of calibration data: onnxruntime's static quantization reads
+it through ``calibration/ort_int8.py``, and TensorRT reads the batches through an ``IInt8EntropyCalibrator2`` whose device buffers come from
 pycuda (``kernels/device.py``, on the primary context the builder also uses); the calibration cache is read back on
 later builds so that the images are only run once.
 """
@@ -31,10 +32,10 @@ Batch = Tuple[np.ndarray, np.ndarray]
 
 
 def calibration_images(directory: str) -> List[str]:
-    """Image files directly inside ``directory``, sorted; ``InputError`` if there are none."""
+    """Image files inside ``directory`` and its subfolders, sorted; ``InputError`` if there are none."""
     if not os.path.isdir(directory):
         raise InputError(f"{directory}: calibration image folder not found")
-    paths = sorted(os.path.join(directory, name) for name in os.listdir(directory)
+    paths = sorted(os.path.join(root, name) for root, _, names in os.walk(directory) for name in names
                    if name.lower().endswith(IMAGE_SUFFIXES))
     if not paths:
         raise InputError(f"{directory}: no calibration images ({', '.join(IMAGE_SUFFIXES)})")
@@ -55,16 +56,30 @@ def luma_crop(path: str, height: int, width: int, rng: np.random.Generator) -> n
     return 2.0 * luma[top:top + height, left:left + width] - 1.0
 
 
+def spread_timesteps(total: int, num_timesteps: int, rng: np.random.Generator) -> np.ndarray:
+    """``total`` training steps in ``[0, num_timesteps)``, spread evenly and in random order: the range is cut
+    into ``total`` equal strata and each holds exactly one step, drawn uniformly inside it (int64)."""
+    width = num_timesteps / total
+    steps = np.floor((np.arange(total) + rng.random(total)) * width).astype(np.int64)
+    return rng.permutation(np.minimum(steps, num_timesteps - 1))
+
+
 def noised_batches(paths: Sequence[str], shape: Tuple[int, int, int, int], schedule: Mapping[str, Any],
                    count: int, seed: int = 0) -> Iterator[Batch]:
-    """``count`` batches ``(x_t, t)``: x_t float32 ``shape`` = (N, C, H, W), t float32 ``[N]``."""
+    """``count`` batches ``(x_t, t)``: x_t float32 ``shape`` = (N, C, H, W), t float32 ``[N]``.
+
+    The ``count * N`` timesteps of the whole run come from :func:`spread_timesteps`, so every stretch of
+    ``num_timesteps / (count * N)`` steps of the schedule is calibrated once; the crops are random
+    (``luma_crop``), the same for a given ``seed``.
+    """
     n, channels, height, width = shape
     abar = alphas_cumprod(schedule)
     rng = np.random.default_rng(seed)
-    for _ in range(count):
+    timesteps = spread_timesteps(count * n, len(abar), rng)
+    for batch in range(count):
         x0 = np.stack([luma_crop(paths[int(i)], height, width, rng) for i in rng.integers(0, len(paths), n)])
         x0 = np.repeat(x0[:, None], channels, axis=1)
-        t = rng.integers(0, len(abar), n)
+        t = timesteps[batch * n:(batch + 1) * n]
         a = abar[t][:, None, None, None]
         x_t = np.sqrt(a) * x0 + np.sqrt(1.0 - a) * rng.standard_normal(x0.shape)
         yield np.ascontiguousarray(x_t, dtype=np.float32), t.astype(np.float32)

@@ -1,4 +1,4 @@
-"""``dig2dig export onnx|trt`` and ``dig2dig train-prior``: the commands beside the runtime.
+"""``dig2dig export onnx|int8|trt`` and ``dig2dig train-prior``: the commands beside the runtime.
 
 ``add_export_parser`` registers ``export`` on a top-level CLI without importing torch: ``export
 onnx`` imports the PyTorch side when it runs, and ``export trt`` (``trt_build``) never needs it,
@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 from typing import Any, List
 
+from ..calibration.ort_int8 import DEFAULT_BATCHES, DEFAULT_CROP, quantize_int8
 from ..runtime.errors import Dig2DigError
 from .trt_build import add_trt_parser
 
 
 def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``export`` (formats ``onnx`` and ``trt``) to ``subparsers`` of a top-level parser."""
+    """Add ``export`` (formats ``onnx``, ``int8`` and ``trt``) to ``subparsers`` of a top-level parser."""
     parser = subparsers.add_parser("export", help="export a PyTorch checkpoint for the runtime",
                                    description="Export a PyTorch checkpoint for the runtime.")
     formats = parser.add_subparsers(dest="format", metavar="FORMAT", required=True)
@@ -32,6 +33,19 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     onnx.add_argument("--no-verify", dest="verify", action="store_false",
                       help="skip the ONNX Runtime vs PyTorch comparison")
     onnx.set_defaults(func=run_onnx)
+    int8 = formats.add_parser("int8", help="write an INT8 (QDQ) ONNX model for onnxruntime from the FP32 one",
+                              description="Quantize the FP32 ONNX model's convolutions to INT8 (static QDQ, "
+                                          "per-channel weights), calibrated on noised crops of your images at "
+                                          "timesteps spread over the whole schedule.")
+    int8.add_argument("--onnx", required=True, metavar="M.onnx", help="FP32 model from 'dig2dig export onnx'")
+    int8.add_argument("-o", "--output", required=True, metavar="M_int8.onnx", help="ONNX file to write")
+    int8.add_argument("--calib-dir", required=True, metavar="DIR",
+                      help="calibration images (searched recursively), e.g. the prior's training images")
+    int8.add_argument("--batches", type=int, default=DEFAULT_BATCHES, metavar="N",
+                      help=f"calibration crops (default {DEFAULT_BATCHES})")
+    int8.add_argument("--crop", type=int, default=DEFAULT_CROP, metavar="PX", help=f"crop side (default {DEFAULT_CROP})")
+    int8.add_argument("--seed", type=int, default=0, help="crops, timesteps and noise (default 0)")
+    int8.set_defaults(func=run_int8)
     add_trt_parser(formats)
     return parser
 
@@ -47,6 +61,14 @@ def run_onnx(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     model = load_model(args.checkpoint, config)
     report = export_onnx(model, config, args.output, opset=args.opset, fp16=args.fp16, verify=args.verify)
+    print(report.summary())
+    return 0
+
+
+def run_int8(args: argparse.Namespace) -> int:
+    """Run ``export int8`` with parsed arguments; print what was written and how close it stays to FP32."""
+    report = quantize_int8(args.onnx, args.output, args.calib_dir, batches=args.batches, crop=args.crop,
+                           seed=args.seed)
     print(report.summary())
     return 0
 

@@ -93,6 +93,9 @@ def tensorrt_version(version: str) -> Tuple[int, int]:
 
 def strongly_typed(version: Tuple[int, int], onnx_precision: str, fp16: bool, int8: bool, source: str) -> bool:
     """Which route builds this model on this TensorRT (see the module docstring); errors name ``source``."""
+    if onnx_precision == "int8":
+        raise ModelError(f"{source}: this INT8 (QDQ) ONNX from 'dig2dig export int8' is for onnxruntime; build "
+                         "TensorRT engines from the FP32 or FP16 export")
     if onnx_precision == "fp16" and not fp16:
         raise ModelError(f"{source}: an FP32 engine needs the FP32 ONNX export, this one is FP16")
     if int8:

@@ -50,7 +50,8 @@ class EMState:
     """What carries over between EM steps, plus the cached OTF terms of the TV proximal solve.
 
     ``conj_k1`` / ``conj_k2`` are the conjugate OTFs of the horizontal / vertical difference
-    kernels; ``denom`` is ``1 + |K1|^2 + |K2|^2`` (real).
+    kernels; ``denom`` is ``1 + |K1|^2 + |K2|^2`` (real). All three hold the ``W // 2 + 1`` columns
+    of a real input's spectrum (``np.fft.rfft2``): the rest is their Hermitian mirror.
     """
 
     tau_a: np.generic
@@ -67,15 +68,17 @@ def em_init(shape: Tuple[int, int], dtype: DTypeLike = np.float32) -> EMState:
 
     The OTFs are MATLAB's ``psf2otf`` of ``[[1, -1]]`` and ``[[1], [-1]]`` in closed form: the
     centred kernel places -1 at index 0 and +1 at index n-1, whose DFT is ``exp(2 pi i k / n) - 1``
-    (so ``|K|^2 = 4 sin^2(pi k / n)``). Complex64 for float32, complex128 for float64.
+    (so ``|K|^2 = 4 sin^2(pi k / n)``), kept for the ``rfft2`` columns k < W // 2 + 1. Complex64 for
+    float32, complex128 for float64.
     """
     dtype = np.dtype(dtype)
     complex_dtype = np.result_type(dtype, np.complex64)
     height, width = shape
-    phase_w = 2 * np.pi * np.arange(width) / width
+    half = (height, width // 2 + 1)
+    phase_w = 2 * np.pi * np.arange(half[1]) / width
     phase_h = 2 * np.pi * np.arange(height) / height
-    conj_k1 = np.broadcast_to(np.exp(-1j * phase_w) - 1, shape).astype(complex_dtype)
-    conj_k2 = np.broadcast_to((np.exp(-1j * phase_h) - 1)[:, None], shape).astype(complex_dtype)
+    conj_k1 = np.broadcast_to(np.exp(-1j * phase_w) - 1, half).astype(complex_dtype)
+    conj_k2 = np.broadcast_to((np.exp(-1j * phase_h) - 1)[:, None], half).astype(complex_dtype)
     denom = 1 + 4 * np.sin(phase_w / 2) ** 2 + 4 * np.sin(phase_h / 2)[:, None] ** 2
     zeros = np.zeros(shape, dtype)
     return EMState(tau_a=dtype.type(1), tau_b=dtype.type(1), F1=zeros, F2=zeros,
@@ -121,9 +124,10 @@ def em_step(f_pre: np.ndarray, a: np.ndarray, b: np.ndarray, state: EMState, lam
     if power != 1:
         C, D = C ** f_pre.dtype.type(power), D ** f_pre.dtype.type(power)
 
-    spectrum = (np.fft.fft2(Y - X) + state.conj_k1 * np.fft.fft2(state.F1)
-                + state.conj_k2 * np.fft.fft2(state.F2)) / state.denom
-    H = np.real(np.fft.ifft2(spectrum)).astype(f_pre.dtype, copy=False)
+    # DDFM's real(ifft2(...)) of full spectra; the inputs are real, so one rfft2 / irfft2 pair does it.
+    spectra = np.fft.rfft2(np.stack([Y - X, state.F1, state.F2]))
+    spectrum = (spectra[0] + state.conj_k1 * spectra[1] + state.conj_k2 * spectra[2]) / state.denom
+    H = np.fft.irfft2(spectrum, s=f_pre.shape).astype(f_pre.dtype, copy=False)
     # Differences H[j] - H[j + 1] with the last row / column kept as is (not circular).
     diff_w = H.copy()
     diff_w[:, :-1] -= H[:, 1:]

@@ -228,6 +228,8 @@ def test_build_route() -> None:
     assert not strongly_typed((8, 5), "fp32", True, True, "m.onnx")
     with pytest.raises(ModelError, match="INT8 calibration"):
         strongly_typed((10, 12), "fp32", True, True, "m.onnx")
+    with pytest.raises(ModelError, match=r"m\.onnx: this INT8 \(QDQ\) ONNX .* is for onnxruntime"):
+        strongly_typed((10, 3), "int8", True, False, "m.onnx")
 
 
 def test_fp32_tensors_cover_norms_softmax_and_decomposed_norms() -> None:
