@@ -68,8 +68,9 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for case in CASES:
         stats = {name: summarize(seconds[name][case]) for name in models}
-        print(f"| {case[0]}, {case[2]}x{case[1]} | {1e3 * stats['fp32']['median']:.1f} | {1e3 * stats['fp32']['p90']:.1f} "
-              f"| {1e3 * stats['int8']['median']:.1f} | {1e3 * stats['int8']['p90']:.1f} "
+        ms = {name: (1e3 * stats[name]["median"], 1e3 * stats[name]["p90"]) for name in models}
+        print(f"| {case[0]}, {case[2]}x{case[1]} | {ms['fp32'][0]:.1f} | {ms['fp32'][1]:.1f} "
+              f"| {ms['int8'][0]:.1f} | {ms['int8'][1]:.1f} "
               f"| {stats['fp32']['median'] / stats['int8']['median']:.2f} |")
     print()
     rows = {name: evaluate(path, args.data) for name, path in models.items()}

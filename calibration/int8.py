@@ -6,10 +6,11 @@ activation ranges for only one end of the loop. So each calibration batch holds 
 real images (in [-1, 1], repeated to the model's channels, as the sampler feeds its sources),
 noised to timesteps spread evenly over the whole schedule (:func:`spread_timesteps`).
 
-:func:`noised_batches` is the one source of calibration data: onnxruntime's static quantization reads
-it through ``calibration/ort_int8.py``, and TensorRT reads the batches through an ``IInt8EntropyCalibrator2`` whose device buffers come from
-pycuda (``kernels/device.py``, on the primary context the builder also uses); the calibration cache is read back on
-later builds so that the images are only run once.
+:func:`noised_batches` is the one source of calibration data: onnxruntime's static quantization
+reads it through ``calibration/ort_int8.py``, and TensorRT through an ``IInt8EntropyCalibrator2``
+whose device buffers come from pycuda (``kernels/device.py``, on the primary context the builder
+also uses); TensorRT's calibration cache is read back on later builds so that the images are only
+run once.
 """
 from __future__ import annotations
 

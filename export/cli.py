@@ -43,7 +43,8 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
                       help="calibration images (searched recursively), e.g. the prior's training images")
     int8.add_argument("--batches", type=int, default=DEFAULT_BATCHES, metavar="N",
                       help=f"calibration crops (default {DEFAULT_BATCHES})")
-    int8.add_argument("--crop", type=int, default=DEFAULT_CROP, metavar="PX", help=f"crop side (default {DEFAULT_CROP})")
+    int8.add_argument("--crop", type=int, default=DEFAULT_CROP, metavar="PX",
+                      help=f"crop side (default {DEFAULT_CROP})")
     int8.add_argument("--seed", type=int, default=0, help="crops, timesteps and noise (default 0)")
     int8.set_defaults(func=run_int8)
     add_trt_parser(formats)

@@ -13,7 +13,7 @@ _DEFAULTS = Settings()
 ADVANCED: Tuple[Tuple[str, Any, Optional[Tuple[str, ...]], str], ...] = (
     ("guidance", str, ("dig", "static"), "dig: Dig2DIG's dynamic weights; static: uniform weights (DDFM)"),
     ("dig_every", int, None, "refresh the DIG weights every S steps"),
-    ("dig_scale", int, None, "denoise the sources for DIG at 1/N of the image size: 1, 2, 4 or 8"),
+    ("dig_scale", int, None, "denoise the sources for DIG at 1/N of the size: 1, 2, 4 or 8 (less on tiny images)"),
     ("dig_window", int, None, f"odd box (px) of each pass over the gains ({task_default_text('dig_window')})"),
     ("dig_passes", int, None, "box passes over the gains: 1 a box, 2 a tent, 3 near a Gaussian"),
     ("dig_tau", float, None, f"softmax temperature ({task_default_text('dig_tau')}; 1 with --dig-norm absolute)"),

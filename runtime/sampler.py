@@ -4,7 +4,8 @@ Read top to bottom, one step is:
 
 1. denoise x_t (and, on a DIG refresh, every source noised to t and to the next level t', with
    one shared noise draw, in the same batched call; with ``dig_scale`` > 1 the sources are
-   denoised at 1/``dig_scale`` of the size, in a call of their own);
+   denoised at 1/``dig_scale`` of the size (less reduced if the image is too small for it,
+   :func:`dig_scale_for`), in a call of their own);
 2. x0 = predict_x0(x_t) (clipped to [-1, 1]);
 3. on a refresh: per-pixel information gains of each source between t and t' and their softmax
    weights (Cao et al. 2025, Dig2DIG, Sec. 3), enlarged to full size if computed smaller;
@@ -31,7 +32,7 @@ import numpy as np
 from ..kernels import NUMPY_OPS
 from ..kernels.ops import Array, Ops
 from .backends.base import Runner
-from .errors import InputError, NumericalError
+from .errors import NumericalError
 from .schedule import Schedule
 from .settings import Settings
 
@@ -48,6 +49,21 @@ def scaled_window(window: int, long_side: int, window_side: int) -> int:
     if window == 1 or window_side == 0:
         return window
     return 2 * int(window * long_side / window_side // 2) + 1
+
+
+def reduced_shape(size: Tuple[int, int], scale: int, multiple: int) -> Tuple[int, int]:
+    """``size`` / ``scale``, padded up to the model's ``multiple``: the DIG images' shape."""
+    return (-(-size[0] // scale // multiple) * multiple, -(-size[1] // scale // multiple) * multiple)
+
+
+def dig_scale_for(size: Tuple[int, int], scale: int, multiple: int) -> int:
+    """The largest of ``scale``, ``scale / 2``, ..., 1 that suits the padded image ``size``: it divides it, and
+    the reduced image is at least half the padding it gets (reflect padding mirrors it at most once), so that
+    small images run DIG at a smaller reduction, or at full size, instead of failing."""
+    while scale > 1 and (size[0] % scale or size[1] % scale or any(
+            d - n // scale >= n // scale for d, n in zip(reduced_shape(size, scale, multiple), size))):
+        scale //= 2
+    return scale
 
 
 @dataclass
@@ -104,12 +120,8 @@ def sample(runner: Runner, sources: Array, settings: Settings, x_T: Array, ops: 
     channels = runner.info.in_channels
     k = sources.shape[0]
     full = (int(sources.shape[1]), int(sources.shape[2]))
-    scale = settings.dig_scale
-    multiple = runner.info.multiple
-    dig_shape = tuple(-(-n // scale // multiple) * multiple for n in full)  # 1/scale, padded to the model's multiple
-    if full[0] % scale or full[1] % scale or any(d - n // scale >= n // scale for d, n in zip(dig_shape, full)):
-        raise InputError(f"dig_scale {scale} does not suit the padded image size {full[0]}x{full[1]} (it must "
-                         f"divide it, and 1/{scale} of it must be at least half the model's multiple {multiple})")
+    scale = dig_scale_for(full, settings.dig_scale, runner.info.multiple)
+    dig_shape = reduced_shape(full, scale, runner.info.multiple)
     dig_sources = sources if scale == 1 else ops.shrink(sources, scale, dig_shape)
     source_input = ops.repeat_channels(dig_sources, channels)  # (K, C, h, w) in the model's space
     x = x_T

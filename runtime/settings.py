@@ -50,7 +50,8 @@ class Settings:
     dig_passes: int = 3  # box passes in turn: 3 is near a Gaussian, std 20 px at 41
     dig_tau: float = 1.0  # softmax temperature (relative to the gains' RMS spread with dig_norm "spread")
     dig_norm: str = "spread"  # "spread": tau x RMS gain spread (ours); "absolute": tau itself (the paper)
-    dig_scale: int = 1  # the refresh denoises the sources at 1/dig_scale of the image size (1, 2, 4 or 8)
+    dig_scale: int = 1  # the refresh denoises the sources at 1/dig_scale of the image size (1, 2, 4 or 8; halved
+    # until it suits a small image, sampler.dig_scale_for)
     em_window: int = 9  # E-step weights: geometric mean over em_window x em_window; 1 = DDFM
     em_window_side: int = 256  # the long side (px) em_window is given at, scaled to the sources'; 0: pixels
     em_power: float = 0.5  # E-step weights raised to this power after the window; 1 = DDFM

@@ -12,8 +12,9 @@ from conftest import ADM, pair
 from dig2dig.runtime import api
 from dig2dig.runtime.backends.base import Runner
 from dig2dig.runtime.backends.ort import OrtRunner
-from dig2dig.runtime.errors import InputError, NumericalError
-from dig2dig.runtime.sampler import Settings, Trace, sample, scaled_window
+from dig2dig.runtime.errors import NumericalError
+from dig2dig.kernels.resample import enlarge, shrink
+from dig2dig.runtime.sampler import Settings, Trace, dig_scale_for, reduced_shape, sample, scaled_window
 from dig2dig.runtime.settings import resolve
 
 
@@ -205,10 +206,27 @@ def test_reduced_resolution_dig_on_a_real_pair(scale: int) -> None:
     assert np.abs(reduced.luma - full.luma).mean() < 0.05
 
 
-@pytest.mark.parametrize("shape, scale", [((20, 24), 8), ((16, 64), 4)])
-def test_dig_scale_must_suit_the_padded_size(shape: tuple, scale: int) -> None:
-    """The scale must divide the padded size and leave a reduced image that padding can reflect."""
-    sources = np.zeros((2,) + shape, np.float32)
-    message = f"dig_scale {scale} does not suit the padded image size {shape[0]}x{shape[1]}"
-    with pytest.raises(InputError, match=message):
-        sample(api.open_runner(), sources, Settings(steps=2, dig_scale=scale), np.zeros((1,) + shape, np.float32))
+@pytest.mark.parametrize("size, scale, used", [((480, 640), 2, 2), ((480, 640), 8, 8), ((40, 24), 8, 4),
+                                               ((16, 64), 4, 2), ((8, 8), 2, 1), ((24, 40), 1, 1)])
+def test_dig_scale_halves_until_it_suits_the_padded_size(size: tuple, scale: int, used: int) -> None:
+    """The reduction must divide the padded size and leave a reduced image that padding can reflect; a
+    small image runs DIG less reduced (or at full size) instead of failing."""
+    assert dig_scale_for(size, scale, 8) == used
+    sources = np.zeros((2,) + size, np.float32)
+    runner = RecordingRunner()
+    sample(runner, sources, Settings(steps=2, dig_scale=scale), np.zeros((1,) + size, np.float32))
+    shapes = [shape for shape, _ in runner.calls]
+    assert shapes == ([(1, 1) + size, (4, 1) + reduced_shape(size, used, 8)] if used > 1 else [(5, 1) + size]) + [
+        (1, 1) + size]
+
+
+def test_reduced_resolution_at_factor_1_is_the_full_resolution_path() -> None:
+    """Shrinking and enlarging by 1 give back their input bit for bit, so a factor of 1 is the
+    full-resolution DIG (one batch with x_t), not an approximation of it."""
+    import cv2
+
+    sources = np.stack([cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+                        for path in pair("ivf", "22")])
+    assert np.array_equal(shrink(sources, 1, sources.shape[1:]), sources)
+    assert np.array_equal(enlarge(sources, 1, sources.shape[1:]), sources)
+    assert reduced_shape(sources.shape[1:], 1, 8) == sources.shape[1:]
