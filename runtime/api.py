@@ -1,4 +1,5 @@
-"""The Python API: fuse two images with the Dig2DIG sampler. The CLI is a thin layer over this.
+"""The Python API: fuse two image files with the Dig2DIG sampler. The CLI is a thin layer over this,
+and this over ``runtime.fuser.Fuser``, which fuses frames in memory.
 
     from dig2dig.runtime import api
     result = api.fuse("ir.png", "vis.png", task="ivf")          # bundled prior, CPU
@@ -18,8 +19,8 @@ from ..models import DEFAULT_DIR
 from .backends.base import Runner
 from .checksums import verify
 from .errors import InputError, ModelError
-from .sampler import Trace, initial_noise, luminance_of_sample, sample
-from .settings import Settings, check_task, resolve
+from .sampler import Trace
+from .settings import Settings, check_task
 
 PathLike = Union[str, Path]
 
@@ -74,52 +75,22 @@ def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] 
          progress: Optional[Callable[[int, int], None]] = None) -> FusionResult:
     """Fuse source ``a`` and ``b`` (roles per ``task``, see ``settings.TASKS``) into one image.
 
-    ``settings`` defaults to ``settings.resolve(task)``, the task's defaults.
+    Reads the files, then fuses them with a :class:`~dig2dig.runtime.fuser.Fuser` on ``runner`` (or one
+    it opens and closes). ``settings`` defaults to ``settings.resolve(task)``, the task's defaults.
 
     ``init_noise`` replaces the seeded x_T (shape ``(C, H', W')`` at the padded size);
     ``stretch`` applies DDFM's min-max output stretch (off by default: it changes the brightness).
     """
+    from .fuser import Fuser
+
     check_task(task)
-    settings = settings or resolve(task)
-    seconds: Dict[str, float] = {}
     start = time.perf_counter()
     sources = prepare_sources([a, b], resize)
-    seconds["io"] = time.perf_counter() - start
-    own_runner = runner is None
-    runner = runner or open_runner(model, backend)
-    try:
-        luma = np.stack([s.luma for s in sources]) * 2.0 - 1.0
-        height, width = luma.shape[1:]
-        padded = pad_to_multiple(luma, runner.info.multiple).astype(np.float32)
-        shape = (runner.info.in_channels,) + padded.shape[1:]
-        if init_noise is None:
-            x_T = initial_noise(shape, settings.seed)
-        elif init_noise.shape != shape:
-            raise InputError(f"--init-noise: shape {init_noise.shape} does not match the padded image {shape}")
-        else:
-            x_T = init_noise
-        trace = Trace()
-        if runner.on_device:  # a GPU backend: the whole loop stays on the device
-            from .gpu import gpu_sample
-
-            on_gpu = gpu_sample(runner, padded, settings, x_T, progress=progress, trace=trace)
-            raw = on_gpu.sample
-            seconds.update(on_gpu.seconds)
-        else:
-            raw = sample(runner, padded, settings, x_T, progress=progress, trace=trace)
-    finally:
-        if own_runner:
-            runner.close()
-    fused = luminance_of_sample(raw)[:height, :width]
-    if stretch:
-        fused = (fused - fused.min()) / max(float(fused.max() - fused.min()), 1e-12)
-    else:
-        fused = np.clip((fused + 1.0) / 2.0, 0.0, 1.0)
-    fused = fused.astype(np.float32)
-    image = io.to_image(fused, io.merge_chroma(sources))
-    seconds.update(trace.seconds)
-    seconds["total"] = time.perf_counter() - start
-    return FusionResult(image=image, luma=fused, raw=raw, trace=trace, sources=sources, seconds=seconds)
+    read = time.perf_counter() - start
+    with Fuser(task, model, backend, settings, runner) as fuser:
+        result = fuser.fuse_sources(sources, init_noise=init_noise, stretch=stretch, progress=progress)
+    result.seconds = {"io": read, **result.seconds, "total": time.perf_counter() - start}
+    return result
 
 
 def pad_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Reading source images, pairing them, and writing results.
+"""Reading source images (files, or frames in memory), pairing them, and writing results.
 
 The fusion works on luminance only, so a source is read into a luma plane (float32, [0, 1]) plus,
 for colour images, its Cb/Cr planes, which are put back around the fused luma at the end.
@@ -64,17 +64,41 @@ class Source:
 def read_source(path: PathLike) -> Source:
     """Read an 8/16-bit or float image (grey, RGB or RGBA; alpha dropped) into a ``Source``.
 
-    8-bit data is scaled by 1/255 exactly; 16-bit and float data (float only when outside
-    [0, 1]) are stretched by the ``LOW_PERCENTILE``/``HIGH_PERCENTILE`` percentiles. An RGB
-    image whose three channels are identical is treated as grey. Every problem is an
-    ``InputError`` that names the file.
+    The samples are converted by :func:`source_from_pixels`; every problem is an ``InputError``
+    that names the file.
     """
     name = os.fspath(path)
-    raw = _decode(name, _read_bytes(name))
-    pixels, bit_depth = _normalise(name, _rgb_or_grey(name, raw))
-    if pixels.ndim == 2:
-        return Source(name, pixels, None, bit_depth)
-    ycrcb = np.clip(cv2.cvtColor(pixels, cv2.COLOR_RGB2YCrCb), 0.0, 1.0)
+    return source_from_pixels(name, _rgb_or_grey(name, _decode(name, _read_bytes(name))))
+
+
+def read_frame(name: str, frame: np.ndarray) -> Source:
+    """A frame in memory as OpenCV gives it, uint8 or uint16 (H, W) grey or (H, W, 3) BGR, as a ``Source``.
+
+    Converted by :func:`source_from_pixels`, as a file of the same samples; any other frame is an
+    ``InputError`` naming ``name``.
+    """
+    if not isinstance(frame, np.ndarray):
+        raise InputError(f"{name}: expected a numpy array, got {type(frame).__name__}")
+    if frame.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"{name}: unsupported frame dtype {frame.dtype} (use uint8, or uint16 for raw thermal)")
+    if not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 3)):
+        raise InputError(f"{name}: unsupported frame shape {frame.shape} (use (H, W) grey or (H, W, 3) BGR)")
+    if frame.size == 0:
+        raise InputError(f"{name}: empty frame of shape {frame.shape}")
+    return source_from_pixels(name, frame if frame.ndim == 2 else frame[..., ::-1])
+
+
+def source_from_pixels(name: str, pixels: np.ndarray) -> Source:
+    """A ``Source`` from (H, W) grey or (H, W, 3) RGB samples: the one conversion of files and frames.
+
+    8-bit data is scaled by 1/255 exactly; 16-bit and float data (float only when outside
+    [0, 1]) are stretched by the ``LOW_PERCENTILE``/``HIGH_PERCENTILE`` percentiles. RGB whose
+    three channels are identical is treated as grey. Problems are ``InputError``s naming ``name``.
+    """
+    values, bit_depth = _normalise(name, _fold_grey(pixels))
+    if values.ndim == 2:
+        return Source(name, values, None, bit_depth)
+    ycrcb = np.clip(cv2.cvtColor(values, cv2.COLOR_RGB2YCrCb), 0.0, 1.0)
     luma = np.ascontiguousarray(ycrcb[..., 0])
     chroma = np.ascontiguousarray(np.stack([ycrcb[..., 2], ycrcb[..., 1]]))
     return Source(name, luma, chroma, bit_depth)
@@ -120,7 +144,7 @@ def _why_undecodable(data: bytes) -> str:
 
 
 def _rgb_or_grey(name: str, raw: np.ndarray) -> np.ndarray:
-    """(H, W) grey or (H, W, 3) RGB: drops alpha, reorders BGR, and folds identical channels."""
+    """A decoded file's samples as (H, W) grey or (H, W, 3) RGB: drops alpha and reorders BGR."""
     if raw.ndim == 2:
         return raw
     channels = raw.shape[2]
@@ -128,10 +152,15 @@ def _rgb_or_grey(name: str, raw: np.ndarray) -> np.ndarray:
         return raw[..., 0]
     if channels not in (3, 4):
         raise InputError(f"{name}: unsupported image with {channels} channels")
-    rgb = raw[..., 2::-1]
-    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-        return rgb[..., 0]
-    return rgb
+    return raw[..., 2::-1]
+
+
+def _fold_grey(pixels: np.ndarray) -> np.ndarray:
+    """RGB whose three channels are identical as (H, W) grey; anything else unchanged."""
+    if pixels.ndim == 3 and np.array_equal(pixels[..., 0], pixels[..., 1]) and \
+            np.array_equal(pixels[..., 0], pixels[..., 2]):
+        return pixels[..., 0]
+    return pixels
 
 
 def _normalise(name: str, pixels: np.ndarray) -> Tuple[np.ndarray, int]:
@@ -164,12 +193,11 @@ def _stretch(values: np.ndarray, full_scale: float) -> np.ndarray:
     return np.ascontiguousarray(np.clip(scaled, 0.0, 1.0), dtype=np.float32)
 
 
-def check_pair(a: Source, b: Source) -> None:
-    """Fusion needs registered sources of one size; say which files differ and how to proceed."""
+def check_pair(a: Source, b: Source, remedy: str = "pass --resize to resample them to one size") -> None:
+    """Fusion needs registered sources of one size; say which sources differ and how to proceed."""
     if a.luma.shape != b.luma.shape:
         raise InputError(f"{a.path} is {a.height}x{a.width} but {b.path} is {b.height}x{b.width} "
-                         "(height x width): the sources must be the same size "
-                         "(pass --resize to resample them to one size)")
+                         f"(height x width): the sources must be the same size ({remedy})")
 
 
 def shrunk_size(height: int, width: int, max_side: int) -> Optional[Tuple[int, int]]:

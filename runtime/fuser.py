@@ -1,0 +1,135 @@
+"""Fuse frames in memory with one open backend: the object that ``api.fuse`` and the CLI are thin layers over.
+
+    from dig2dig import Fuser
+    with Fuser("ivf") as fuser:               # opens the bundled prior once
+        fused = fuser(ir_frame, vis_frame)    # uint8/uint16 (H, W) grey or (H, W, 3) BGR in, uint8 out
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import io
+from .api import FusionResult, PathLike, open_runner, pad_to_multiple
+from .backends.base import Runner
+from .errors import InputError
+from .sampler import Trace, initial_noise, luminance_of_sample, sample
+from .settings import Settings, check_task, resolve
+
+# Frame sizes whose state a Fuser keeps: a stream has one; a few more serve alternating cameras or crops.
+CACHED_SIZES = 4
+
+
+@dataclass(frozen=True)
+class SizeState:
+    """What fusing one frame size needs that no frame changes."""
+
+    shape: Tuple[int, int, int]  # (C, H', W'): the model's channels at the padded size
+    x_T: np.ndarray              # the seeded start noise of that shape, read-only
+
+
+class Fuser:
+    """Fuses pairs of frames (roles per ``task``) with one backend, opened once, and settings resolved once.
+
+    ``settings`` defaults to ``settings.resolve(task)``; ``runner`` is used as given (and left open
+    by :meth:`close`), otherwise ``model`` is opened with ``backend`` as :func:`api.open_runner` does.
+    """
+
+    def __init__(self, task: str = "ivf", model: Optional[PathLike] = None, backend: str = "ort",
+                 settings: Optional[Settings] = None, runner: Optional[Runner] = None):
+        check_task(task)
+        self.task = task
+        self.settings = settings or resolve(task)
+        self.owns_runner = runner is None
+        self.runner = runner or open_runner(model, backend)
+        self._states: "OrderedDict[Tuple[int, int], SizeState]" = OrderedDict()
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The fused uint8 frame: (H, W, 3) BGR if ``a`` or ``b`` is colour, else (H, W) grey.
+
+        Frames are uint8, or uint16 for raw thermal, (H, W) grey or (H, W, 3) BGR as OpenCV gives them,
+        converted as files with the same samples are (``io.source_from_pixels``).
+        """
+        source_a, source_b = io.read_frame("a", a), io.read_frame("b", b)
+        io.check_pair(source_a, source_b, remedy="resize one frame to the other's size")
+        image = self.fuse_sources([source_a, source_b]).image
+        return image if image.ndim == 2 else np.ascontiguousarray(image[..., ::-1])
+
+    def fuse_sources(self, sources: Sequence[io.Source], init_noise: Optional[np.ndarray] = None,
+                     stretch: bool = False, progress: Optional[Callable[[int, int], None]] = None) -> FusionResult:
+        """Fuse two sources of one size (as ``api.prepare_sources`` gives them) into a ``FusionResult``.
+
+        ``init_noise`` replaces the seeded x_T (shape ``(C, H', W')`` at the padded size);
+        ``stretch`` applies DDFM's min-max output stretch (off by default: it changes the brightness).
+        """
+        start = time.perf_counter()
+        luma = np.stack([s.luma for s in sources]) * 2.0 - 1.0
+        height, width = luma.shape[1:]
+        padded = pad_to_multiple(luma, self.runner.info.multiple).astype(np.float32)
+        x_T = self._start(height, width, init_noise)
+        trace = Trace()
+        seconds: Dict[str, float] = {}
+        if self.runner.on_device:  # a GPU backend: the whole loop stays on the device
+            from .gpu import gpu_sample
+
+            on_gpu = gpu_sample(self.runner, padded, self.settings, x_T, progress=progress, trace=trace)
+            raw = on_gpu.sample
+            seconds.update(on_gpu.seconds)
+        else:
+            raw = sample(self.runner, padded, self.settings, x_T, progress=progress, trace=trace)
+        fused = fused_luma(raw, height, width, stretch)
+        image = io.to_image(fused, io.merge_chroma(sources))
+        seconds.update(trace.seconds)
+        seconds["total"] = time.perf_counter() - start
+        return FusionResult(image=image, luma=fused, raw=raw, trace=trace, sources=list(sources), seconds=seconds)
+
+    def _start(self, height: int, width: int, init_noise: Optional[np.ndarray]) -> np.ndarray:
+        """x_T for a frame of height x width: ``init_noise`` once its shape is checked, else the cached noise."""
+        state = self._state(height, width)
+        if init_noise is None:
+            return state.x_T
+        if init_noise.shape != state.shape:
+            raise InputError(f"--init-noise: shape {init_noise.shape} does not match the padded image {state.shape}")
+        return init_noise
+
+    def _state(self, height: int, width: int) -> SizeState:
+        """The state of one frame size, made on its first frame; the least recently used size goes past
+        ``CACHED_SIZES``."""
+        key = (height, width)
+        if key in self._states:
+            self._states.move_to_end(key)
+            return self._states[key]
+        multiple = self.runner.info.multiple
+        shape = (self.runner.info.in_channels, height + -height % multiple, width + -width % multiple)
+        x_T = initial_noise(shape, self.settings.seed)
+        x_T.flags.writeable = False
+        self._states[key] = SizeState(shape, x_T)
+        if len(self._states) > CACHED_SIZES:
+            self._states.popitem(last=False)
+        return self._states[key]
+
+    def close(self) -> None:
+        """Close the runner if this Fuser opened it (a runner passed in stays open)."""
+        if self.owns_runner:
+            self.runner.close()
+            self.owns_runner = False
+
+    def __enter__(self) -> "Fuser":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def fused_luma(raw: np.ndarray, height: int, width: int, stretch: bool) -> np.ndarray:
+    """The fused luminance in [0, 1], float32, cropped to height x width from a final model-space sample."""
+    fused = luminance_of_sample(raw)[:height, :width]
+    if stretch:
+        fused = (fused - fused.min()) / max(float(fused.max() - fused.min()), 1e-12)
+    else:
+        fused = np.clip((fused + 1.0) / 2.0, 0.0, 1.0)
+    return fused.astype(np.float32)
