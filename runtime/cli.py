@@ -1,4 +1,5 @@
-"""The runtime's commands (``fuse``, ``bench``, ``metrics``, ``eval``): a thin layer over ``dig2dig.runtime.api``.
+"""The runtime's commands (``fuse``, ``video``, ``bench``, ``metrics``, ``eval``): a thin layer over
+``dig2dig.runtime.api`` and ``dig2dig.runtime.video``.
 
 The ``dig2dig`` program (``dig2dig.cli``) adds the PyTorch-side commands, which the runtime never imports.
 """
@@ -39,6 +40,30 @@ def _fuse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _video(args: argparse.Namespace) -> int:
+    from . import video
+    from .fuser import Fuser
+
+    settings = settings_from_args(args)
+    video.output_target(args.output)
+    ended: Optional[video.UnequalLengths] = None
+    with video.open_input(args.a) as first, video.open_input(args.b) as second, \
+            Fuser(args.task, args.model, args.backend, settings) as fuser, \
+            Progress("video", video.expected_frames(first, second, args.max_frames), quiet=args.quiet,
+                     unit="frames") as bar:
+        try:
+            summary = video.fuse_video(first, second, args.output, fuser, shortest=args.shortest,
+                                       max_frames=args.max_frames, fps=args.fps, side_by_side=args.side_by_side,
+                                       progress=bar.update, warn=bar.note)
+        except video.UnequalLengths as exc:  # what was fused is kept: summarised, then the error
+            summary, ended = exc.summary, exc
+    if not args.quiet:
+        print(summary.line())
+    if ended is not None:
+        raise ended
+    return 130 if summary.interrupted else 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
@@ -73,6 +98,22 @@ def build_parser(external: External) -> argparse.ArgumentParser:
     advanced.add_argument("--save-raw", metavar="F.npy", help="the final model-space sample, before post-processing")
     advanced.add_argument("--save-dig-maps", metavar="DIR", help="a PNG of the DIG weights at each refresh")
     p.set_defaults(func=_fuse)
+
+    p = sub.add_parser("video", help="fuse two videos, image sequences or cameras frame by frame",
+                       usage="%(prog)s A B -o OUT [options]",
+                       description="Fuse two streams frame by frame; Ctrl-C stops and keeps what was fused.")
+    p.add_argument("a", help="source A: a video file, a folder of images, a glob ('ir/*.png'), a camera index "
+                             "or a URL")
+    p.add_argument("b", help="source B, as A")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="a video (.mp4, .avi, .mkv) or an image sequence: a folder/ or a pattern such as out/%%05d.png")
+    p.add_argument("--shortest", action="store_true", help="stop at the shorter input (default: unequal is an error)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N fused frames")
+    p.add_argument("--fps", type=float, metavar="F", help="the video's frame rate (default: A's, else 25)")
+    p.add_argument("--side-by-side", action="store_true", help="write A | B | fused side by side, for inspection")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary (warnings still show)")
+    add_settings_options(p)
+    p.set_defaults(func=_video)
 
     p = sub.add_parser("bench", help="time the stages of a fusion (median/p90 over runs)")
     p.add_argument("a")
