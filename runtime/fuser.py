@@ -3,13 +3,14 @@
     from dig2dig import Fuser
     with Fuser("ivf") as fuser:               # opens the bundled prior once
         fused = fuser(ir_frame, vis_frame)    # uint8/uint16 (H, W) grey or (H, W, 3) BGR in, uint8 out
+        fused = fuser.fuse_batch([(ir_1, vis_1), (ir_2, vis_2)])   # N cameras of one size: one model call a step
 """
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from . import io
 from .api import FusionResult, PathLike, open_runner, pad_to_multiple
 from .backends.base import Runner
 from .errors import InputError
-from .sampler import Trace, initial_noise, luminance_of_sample, sample
+from .sampler import Trace, initial_noise, luminance_of_sample, sample_batch
 from .settings import Settings, check_task, resolve
 
 # Frame sizes whose state a Fuser keeps: a stream has one; a few more serve alternating cameras or crops.
@@ -54,10 +55,15 @@ class Fuser:
         Frames are uint8, or uint16 for raw thermal, (H, W) grey or (H, W, 3) BGR as OpenCV gives them,
         converted as files with the same samples are (``io.source_from_pixels``).
         """
-        source_a, source_b = io.read_frame("a", a), io.read_frame("b", b)
-        io.check_pair(source_a, source_b, remedy="resize one frame to the other's size")
-        image = self.fuse_sources([source_a, source_b]).image
-        return image if image.ndim == 2 else np.ascontiguousarray(image[..., ::-1])
+        return frame_of(self.fuse_sources(read_pair("", a, b)))
+
+    def fuse_batch(self, pairs: Sequence[Tuple[np.ndarray, np.ndarray]]) -> List[np.ndarray]:
+        """The fused frame of each pair (frames as for ``__call__``), every pair the same size: N cameras
+        fused together, each frame as ``__call__`` fuses it alone (bit for bit on the CPU runner, which
+        runs one image at a time; see :meth:`fuse_sources_batch`). Bad frames and sizes are
+        ``InputError``s naming the pair, e.g. ``pairs[2] b: ...``, raised before any model work."""
+        batch = [read_pair(f"pairs[{i}] ", *frames) for i, frames in enumerate(pairs)]
+        return [frame_of(result) for result in self.fuse_sources_batch(batch)]
 
     def fuse_sources(self, sources: Sequence[io.Source], init_noise: Optional[np.ndarray] = None,
                      stretch: bool = False, progress: Optional[Callable[[int, int], None]] = None) -> FusionResult:
@@ -66,26 +72,55 @@ class Fuser:
         ``init_noise`` replaces the seeded x_T (shape ``(C, H', W')`` at the padded size);
         ``stretch`` applies DDFM's min-max output stretch (off by default: it changes the brightness).
         """
+        return self._fuse([sources], init_noise, stretch, progress)[0]
+
+    def fuse_sources_batch(self, batch: Sequence[Sequence[io.Source]], stretch: bool = False,
+                           progress: Optional[Callable[[int, int], None]] = None) -> List[FusionResult]:
+        """``fuse_sources`` of each pair of ``batch``, every source the same size (an ``InputError`` otherwise).
+
+        On a host runner the pairs share one model call per step (``sampler.sample_batch``) and each
+        result's ``seconds`` are the batch's; a GPU runner fuses them one by one on the device
+        (``runtime.gpu``), whose loop takes one pair.
+        """
+        if not batch:
+            return []
+        for sources in batch:
+            for source in sources:
+                io.check_pair(batch[0][0], source, remedy="fuse other sizes in another batch")
+        if self.runner.on_device:
+            return [self.fuse_sources(sources, stretch=stretch, progress=progress) for sources in batch]
+        return self._fuse(batch, None, stretch, progress)
+
+    def _fuse(self, batch: Sequence[Sequence[io.Source]], init_noise: Optional[np.ndarray], stretch: bool,
+              progress: Optional[Callable[[int, int], None]]) -> List[FusionResult]:
+        """The results of pairs of sources of one size, fused together (one pair on a GPU runner)."""
         start = time.perf_counter()
-        luma = np.stack([s.luma for s in sources]) * 2.0 - 1.0
-        height, width = luma.shape[1:]
-        padded = pad_to_multiple(luma, self.runner.info.multiple).astype(np.float32)
+        height, width = batch[0][0].luma.shape
+        multiple = self.runner.info.multiple
+        padded = np.stack([pad_to_multiple(np.stack([s.luma for s in sources]) * 2.0 - 1.0, multiple)
+                           for sources in batch]).astype(np.float32)
         x_T = self._start(height, width, init_noise)
-        trace = Trace()
+        traces = [Trace() for _ in batch]
         seconds: Dict[str, float] = {}
         if self.runner.on_device:  # a GPU backend: the whole loop stays on the device
             from .gpu import gpu_sample
 
-            on_gpu = gpu_sample(self.runner, padded, self.settings, x_T, progress=progress, trace=trace)
-            raw = on_gpu.sample
+            on_gpu = gpu_sample(self.runner, padded[0], self.settings, x_T, progress=progress, trace=traces[0])
+            raws = [on_gpu.sample]
             seconds.update(on_gpu.seconds)
         else:
-            raw = sample(self.runner, padded, self.settings, x_T, progress=progress, trace=trace)
-        fused = fused_luma(raw, height, width, stretch)
-        image = io.to_image(fused, io.merge_chroma(sources))
-        seconds.update(trace.seconds)
-        seconds["total"] = time.perf_counter() - start
-        return FusionResult(image=image, luma=fused, raw=raw, trace=trace, sources=list(sources), seconds=seconds)
+            x_Ts = np.broadcast_to(x_T, (len(batch),) + x_T.shape)
+            raws = sample_batch(self.runner, padded, self.settings, x_Ts, progress=progress, traces=traces)
+        results = []
+        for sources, raw, trace in zip(batch, raws, traces):
+            fused = fused_luma(raw, height, width, stretch)
+            image = io.to_image(fused, io.merge_chroma(sources))
+            results.append(FusionResult(image=image, luma=fused, raw=raw, trace=trace, sources=list(sources),
+                                        seconds={**seconds, **trace.seconds}))
+        total = time.perf_counter() - start
+        for result in results:
+            result.seconds["total"] = total
+        return results
 
     def _start(self, height: int, width: int, init_noise: Optional[np.ndarray]) -> np.ndarray:
         """x_T for a frame of height x width: ``init_noise`` once its shape is checked, else the cached noise."""
@@ -123,6 +158,19 @@ class Fuser:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_pair(prefix: str, a: np.ndarray, b: np.ndarray) -> List[io.Source]:
+    """Frames ``a`` and ``b`` as sources of one size; errors name them ``prefix`` + ``a``/``b``."""
+    source_a, source_b = io.read_frame(prefix + "a", a), io.read_frame(prefix + "b", b)
+    io.check_pair(source_a, source_b, remedy="resize one frame to the other's size")
+    return [source_a, source_b]
+
+
+def frame_of(result: FusionResult) -> np.ndarray:
+    """A result's image in a frame's channel order: BGR if colour."""
+    image = result.image
+    return image if image.ndim == 2 else np.ascontiguousarray(image[..., ::-1])
 
 
 def fused_luma(raw: np.ndarray, height: int, width: int, stretch: bool) -> np.ndarray:

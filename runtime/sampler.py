@@ -1,11 +1,15 @@
 """The reverse loop: DDIM over the prior, DDFM's EM guidance, Dig2DIG's dynamic weights.
 
-Read top to bottom, one step is:
+The loop fuses a batch of pairs of one size (:func:`sample_batch`; :func:`sample` is one pair). Read
+top to bottom, one step is:
 
-1. denoise x_t (and, on a DIG refresh, every source noised to t and to the next level t', with
-   one shared noise draw, in the same batched call; with ``dig_scale`` > 1 the sources are
-   denoised at 1/``dig_scale`` of the size (less reduced if the image is too small for it,
+1. denoise x_t of every pair (and, on a DIG refresh, every pair's sources noised to t and to the next
+   level t', with one shared noise draw, in the same batched call; with ``dig_scale`` > 1 the sources
+   are denoised at 1/``dig_scale`` of the size (less reduced if the image is too small for it,
    :func:`dig_scale_for`), in a call of their own);
+
+then, pair by pair, each with its own weights and EM state:
+
 2. x0 = predict_x0(x_t) (clipped to [-1, 1]);
 3. on a refresh: per-pixel information gains of each source between t and t' and their softmax
    weights (Cao et al. 2025, Dig2DIG, Sec. 3), enlarged to full size if computed smaller;
@@ -25,7 +29,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, DefaultDict, Dict, List, Optional, Tuple
+from typing import Any, Callable, DefaultDict, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -68,9 +72,9 @@ def dig_scale_for(size: Tuple[int, int], scale: int, multiple: int) -> int:
 
 @dataclass
 class Trace:
-    """What the loop saw: DIG weights and gains at each refresh (arrays of the loop's ``ops``;
-    ``gpu_sample`` brings them to the host after the loop), seconds spent per stage, and the loop's
-    NaN/Inf record with its timesteps (read by :func:`raise_if_nonfinite`)."""
+    """What the loop saw of one pair: DIG weights and gains at each refresh (arrays of the loop's ``ops``;
+    ``gpu_sample`` brings them to the host after the loop), seconds spent per stage (by the whole batch),
+    and the loop's NaN/Inf record (one for the batch) with its timesteps (read by :func:`raise_if_nonfinite`)."""
 
     refreshes: List[Dict[str, Any]] = field(default_factory=list)
     seconds: DefaultDict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -79,10 +83,10 @@ class Trace:
 
 
 class _Stage:
-    """Adds the wall time of a ``with`` block to ``trace.seconds[name]`` (after ``ops.sync``)."""
+    """Adds the wall time of a ``with`` block to ``seconds[name]`` of every trace (after ``ops.sync``)."""
 
-    def __init__(self, trace: Trace, ops: Ops):
-        self.trace, self.ops = trace, ops
+    def __init__(self, traces: Sequence[Trace], ops: Ops):
+        self.traces, self.ops = traces, ops
 
     def __call__(self, name: str) -> "_Stage":
         self.name = name
@@ -93,7 +97,9 @@ class _Stage:
 
     def __exit__(self, *exc: object) -> None:
         self.ops.sync()
-        self.trace.seconds[self.name] += time.perf_counter() - self.start
+        elapsed = time.perf_counter() - self.start
+        for trace in self.traces:
+            trace.seconds[self.name] += elapsed
 
 
 def initial_noise(shape: Tuple[int, ...], seed: int, ops: Ops = NUMPY_OPS) -> Array:
@@ -104,7 +110,7 @@ def initial_noise(shape: Tuple[int, ...], seed: int, ops: Ops = NUMPY_OPS) -> Ar
 def sample(runner: Runner, sources: Array, settings: Settings, x_T: Array, ops: Ops = NUMPY_OPS,
            progress: Optional[Callable[[int, int], None]] = None, trace: Optional[Trace] = None,
            check_finite: bool = True) -> Array:
-    """Fuse two sources into a sample of the prior's model space.
+    """Fuse two sources into a sample of the prior's model space: :func:`sample_batch` of one pair.
 
     ``sources``: ``(2, H, W)`` luminance in [-1, 1], ordered (A, B) as the CLI's roles (the EM step
     takes them in that order and maps them to DDFM's names, ``kernels/em.py``).
@@ -113,20 +119,57 @@ def sample(runner: Runner, sources: Array, settings: Settings, x_T: Array, ops: 
     device record, so it waits for the GPU); False leaves that to :func:`raise_if_nonfinite`, for
     a loop captured in a CUDA graph, which must not wait while capturing.
     """
-    trace = trace if trace is not None else Trace()
-    stage = _Stage(trace, ops)
+    return sample_batch(runner, sources[None], settings, x_T[None], ops, progress,
+                        None if trace is None else [trace], check_finite)[0]
+
+
+@dataclass
+class _Pair:
+    """One pair's part of the loop: its sources (full size, DIG size, and in the model's space), x_t, EM
+    state, last DIG weights and Trace."""
+
+    sources: Array       # (K, H, W)
+    dig_sources: Array   # (K, h, w): the sources at the DIG size
+    source_input: Array  # (K, C, h, w): those in the model's space
+    x: Array             # x_t, (C, H, W)
+    em_state: Any
+    trace: Trace
+    weights: Optional[Array] = None
+
+
+def _joined(arrays: Sequence[Array], ops: Ops) -> Array:
+    """``ops.concat`` of ``arrays``, or the only one itself, uncopied."""
+    return arrays[0] if len(arrays) == 1 else ops.concat(arrays)
+
+
+def sample_batch(runner: Runner, sources: Array, settings: Settings, x_T: Array, ops: Ops = NUMPY_OPS,
+                 progress: Optional[Callable[[int, int], None]] = None, traces: Optional[Sequence[Trace]] = None,
+                 check_finite: bool = True) -> List[Array]:
+    """Fuse N pairs of sources of one size, each as :func:`sample` fuses it alone, with one model call per
+    step for them all (two on a refresh with ``dig_scale`` > 1).
+
+    ``sources``: ``(N, 2, H, W)``; ``x_T``: ``(N, C, H, W)``; returns the N x_0, ``(C, H, W)`` each.
+    ``traces``: one per pair (new ones by default); their stage seconds are the batch's, and their NaN/Inf
+    record is one for the batch. Every pair gets the same noise draws as alone, so a pair's result is its
+    single fusion's wherever the runner's output for an image does not depend on the rest of its batch
+    (the CPU runner's does not: it runs one image at a time). ``check_finite`` as for :func:`sample`.
+    """
+    traces = list(traces) if traces is not None else [Trace() for _ in range(int(sources.shape[0]))]
+    stage = _Stage(traces, ops)
     schedule = (Schedule.create(settings.steps, runner.info.schedule) if settings.timesteps is None
                 else Schedule.from_timesteps(settings.timesteps, runner.info.schedule))
     channels = runner.info.in_channels
-    k = sources.shape[0]
-    full = (int(sources.shape[1]), int(sources.shape[2]))
+    n, k = int(sources.shape[0]), int(sources.shape[1])
+    full = (int(sources.shape[2]), int(sources.shape[3]))
     scale = dig_scale_for(full, settings.dig_scale, runner.info.multiple)
     dig_shape = reduced_shape(full, scale, runner.info.multiple)
-    dig_sources = sources if scale == 1 else ops.shrink(sources, scale, dig_shape)
-    source_input = ops.repeat_channels(dig_sources, channels)  # (K, C, h, w) in the model's space
-    x = x_T
-    weights = None
-    em_state = ops.em_init(full)
+
+    def start(j: int) -> _Pair:
+        dig_sources = sources[j] if scale == 1 else ops.shrink(sources[j], scale, dig_shape)
+        return _Pair(sources[j], dig_sources, ops.repeat_channels(dig_sources, channels), x_T[j],
+                     ops.em_init(full), traces[j])
+
+    pairs = [start(j) for j in range(n)]
     em_window = min(scaled_window(settings.em_window, max(full), settings.em_window_side), 2 * min(full) - 1)
     dig_window = min(scaled_window(settings.dig_window, max(full) // scale, max(full)), 2 * min(dig_shape) - 1)
     nonfinite = ops.nonfinite_init()  # first step whose model output held NaN/Inf, read after the loop
@@ -143,46 +186,53 @@ def sample(runner: Runner, sources: Array, settings: Settings, x_T: Array, ops: 
         refresh = settings.guidance == "dig" and i % settings.dig_every == 0 and i + 1 < steps
 
         with stage("backend"):
+            xs = _joined([p.x[None] for p in pairs], ops)
             if refresh:
                 t_next = int(schedule.timesteps[i + 1])
                 abar_next = float(schedule.alphas_cumprod[i + 1])
-                noise = ops.gaussian(settings.seed, NOISE_STREAM_DIG + i, source_input.shape[1:])
-                noised = ops.concat([ops.q_sample(source_input, noise, abar),
-                                     ops.q_sample(source_input, noise, abar_next)])
-                times = [t] * k + [t_next] * k
-                if scale == 1:  # x_t and the noised sources in one batch
-                    eps_all = denoise(ops.concat([x[None], noised]), [t] + times, i)
-                    eps, eps_sources = eps_all[:1], eps_all[1:]
+                noise = ops.gaussian(settings.seed, NOISE_STREAM_DIG + i, pairs[0].source_input.shape[1:])
+                noised = [ops.concat([ops.q_sample(p.source_input, noise, abar),
+                                      ops.q_sample(p.source_input, noise, abar_next)]) for p in pairs]
+                times = ([t] * k + [t_next] * k) * n
+                if scale == 1:  # every x_t and the noised sources in one batch
+                    eps_all = denoise(ops.concat([xs] + noised), [t] * n + times, i)
+                    eps, eps_sources = eps_all[:n], eps_all[n:]
                 else:  # the sources at their own size: a call of their own
-                    eps, eps_sources = denoise(x[None], [t], i), denoise(noised, times, i)
+                    eps, eps_sources = denoise(xs, [t] * n, i), denoise(_joined(noised, ops), times, i)
             else:
-                eps = denoise(x[None], [t], i)
+                eps = denoise(xs, [t] * n, i)
 
-        x0 = ops.predict_x0(x, eps[0], abar)
+        for j, p in enumerate(pairs):
+            x0 = ops.predict_x0(p.x, eps[j], abar)
 
-        if refresh:
-            with stage("dig"):
-                x0_t = ops.luma_of(ops.predict_x0(noised[:k], eps_sources[:k], abar))
-                x0_next = ops.luma_of(ops.predict_x0(noised[k:], eps_sources[k:], abar_next))
-                weights, gains = ops.dig_weights(dig_sources, x0_t, x0_next, dig_window, settings.dig_tau,
-                                                 settings.dig_norm == "spread", settings.dig_passes)
-                if scale > 1:
-                    weights = ops.enlarge(weights, scale, full)
-                trace.refreshes.append({"step": i, "t": t, "t_next": t_next, "weights": weights, "gains": gains})
+            if refresh:
+                with stage("dig"):
+                    eps_pair = eps_sources[2 * k * j:2 * k * (j + 1)]
+                    x0_t = ops.luma_of(ops.predict_x0(noised[j][:k], eps_pair[:k], abar))
+                    x0_next = ops.luma_of(ops.predict_x0(noised[j][k:], eps_pair[k:], abar_next))
+                    p.weights, gains = ops.dig_weights(p.dig_sources, x0_t, x0_next, dig_window,
+                                                       settings.dig_tau, settings.dig_norm == "spread",
+                                                       settings.dig_passes)
+                    if scale > 1:
+                        p.weights = ops.enlarge(p.weights, scale, full)
+                    p.trace.refreshes.append({"step": i, "t": t, "t_next": t_next, "weights": p.weights,
+                                              "gains": gains})
 
-        with stage("guidance"):
-            ycc = ops.rgb_to_ycbcr(x0) if channels == 3 else x0
-            fused, em_state = ops.em_step(ycc[0], sources[0], sources[1], em_state, settings.lamb, settings.rho,
-                                          None if weights is None else weights[0],
-                                          None if weights is None else weights[1], em_window, settings.em_power)
-            x0 = ops.ycbcr_to_rgb(ops.replace_channel0(ycc, fused)) if channels == 3 else fused[None]
-            x = ops.ddim_update(x, x0, abar, abar_prev)
+            with stage("guidance"):
+                ycc = ops.rgb_to_ycbcr(x0) if channels == 3 else x0
+                fused, p.em_state = ops.em_step(ycc[0], p.sources[0], p.sources[1], p.em_state, settings.lamb,
+                                                settings.rho, None if p.weights is None else p.weights[0],
+                                                None if p.weights is None else p.weights[1], em_window,
+                                                settings.em_power)
+                x0 = ops.ycbcr_to_rgb(ops.replace_channel0(ycc, fused)) if channels == 3 else fused[None]
+                p.x = ops.ddim_update(p.x, x0, abar, abar_prev)
         if progress is not None:
             progress(i + 1, steps)
-    trace.nonfinite, trace.timesteps = nonfinite, tuple(int(t) for t in schedule.timesteps)
+    for trace in traces:
+        trace.nonfinite, trace.timesteps = nonfinite, tuple(int(t) for t in schedule.timesteps)
     if check_finite:
-        raise_if_nonfinite(trace, ops)
-    return x
+        raise_if_nonfinite(traces[0], ops)  # the batch's one record
+    return [p.x for p in pairs]
 
 
 def raise_if_nonfinite(trace: Trace, ops: Ops = NUMPY_OPS) -> None:
