@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from dig2dig.runtime import eval as evaluation
-from dig2dig.runtime.settings import TASKS, Settings, task_default_text
+from dig2dig.runtime.settings import TASKS, Settings
 from machine import bundled_prior
-from sweeps import (REGENERATE, ROOT, Run, Table, add_run, block_header, command_line, defaults_text, format_tables,
+from sweeps import (reference_text, REGENERATE, ROOT, Run, Table, add_run, block_header, command_line, defaults_text, format_tables,
                     plot_section, quality_parser, results_folder, run_tables, write_block)
 
 BEGIN, END = "<!-- quality-all:begin -->", "<!-- quality-all:end -->"
@@ -73,12 +73,12 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
     tables["every"] = Table(f"DIG refresh interval S, DIG at {base.steps} steps", [
         (f"dig_every = {every}" + (" (default)" if every == base.dig_every else ""),
          add(replace(base, dig_every=every), "dig"), "dig") for every in DIG_EVERY])
-    rows = [(f"per task, {task_default_text('dig_window')} (default)", add(base, "dig"), "dig")]
+    rows = [(f"per task, {reference_text('dig_window')} (default)", add(base, "dig"), "dig")]
     rows += [(f"dig_window = {window} for every task",
               add(replace(base, dig_window=window), "dig", PER_TASK_BUT["dig_window"]), "dig") for window in DIG_WINDOW]
     tables["window"] = Table(f"DIG smoothing window (px, each of {base.dig_passes} passes), DIG at {base.steps} steps",
                              rows)
-    rows = [(f"per task, {task_default_text('dig_tau')} (default)", add(base, "dig"), "dig")]
+    rows = [(f"per task, {reference_text('dig_tau')} (default)", add(base, "dig"), "dig")]
     rows += [(f"tau = {tau:g} for every task", add(replace(base, dig_tau=tau), "dig", PER_TASK_BUT["dig_tau"]), "dig")
              for tau in FIXED_TAU]
     tables["tau"] = Table(f"DIG temperature tau (relative to the gains' RMS spread), DIG at {base.steps} steps", rows)
@@ -100,7 +100,7 @@ def plan(steps_axis: Sequence[int]) -> Tuple[Dict[str, Run], Dict[str, Table]]:
              for tau in FIXED_TAU]
     tables["power"] = Table(f"E-step power (DDFM's E-step weights raised to it after the window; ours), "
                             f"{base.steps} steps", rows)
-    rows = [(f"w per task ({task_default_text('dig_window')}), n = {base.dig_passes} (default)", add(base, "dig"),
+    rows = [(f"w per task ({reference_text('dig_window')}), n = {base.dig_passes} (default)", add(base, "dig"),
              "dig")]
     rows += [(f"w = {window}, n = {passes} for every task, std {((passes * (window * window - 1) / 12) ** 0.5):.1f} px",
               add(replace(base, dig_window=window, dig_passes=passes), "dig", PER_TASK_BUT["dig_window"]), "dig")
@@ -116,7 +116,8 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], max_side: int, out: P
             f"Pairs: all {len(pairs)} of the development set ({counts}), sources downscaled with OpenCV "
             f"INTER_AREA so that the long side is at most {max_side} px; every metric and time is at that size. "
             f"Model: the bundled prior ({bundled_prior()}).", "",
-            f"Unless a table varies it, the defaults of `dig2dig fuse`, but {defaults_text(Settings())}. "
+            "Unless a table varies it, the full-size reference (the defaults of `dig2dig fuse` until the speed "
+            f"defaults of 2026-12-06, In brief): {defaults_text(Settings())}. "
             "Each cell is the mean over the task's pairs; "
             "n is the number of pairs a row holds so far. Per-pair rows, std and the other metrics: one folder "
             f"per setting under `{results_folder(out)}/` (git-ignored), written by {REGENERATE}. Seconds: wall "

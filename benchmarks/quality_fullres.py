@@ -27,10 +27,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.sampler import scaled_window
-from dig2dig.runtime.settings import TASKS, Settings, task_default_text
+from dig2dig.runtime.settings import TASKS, Settings
 from machine import bundled_prior
 from quality_all import LABELS, PER_TASK, PER_TASK_BUT
-from sweeps import (Run, Table, add_run, block_header, command_line, defaults_text, format_tables, quality_parser,
+from sweeps import (reference_text, Run, Table, add_run, block_header, command_line, defaults_text, format_tables, quality_parser,
                     run_tables, select_pairs, write_block)
 
 BEGIN, END = "<!-- quality-fullres:begin -->", "<!-- quality-fullres:end -->"
@@ -60,7 +60,7 @@ def plan() -> Tuple[Dict[str, Run], Dict[str, Table]]:
         return add(settings, method, PER_TASK_BUT["dig_window"])
 
     dig = f"DIG, window {base.dig_window} x {base.dig_passes}"
-    defaults = f"DIG, window per task ({task_default_text('dig_window')}) x {base.dig_passes}"
+    defaults = f"DIG, window per task ({reference_text('dig_window')}) x {base.dig_passes}"
     scaled = f"at {base.em_window_side} px, scaled to each pair's"
     rows = [(f"{dig}, E-step window {WINDOWS_EM} {scaled}", asked(earlier, "dig"), "dig"),
             (f"{dig}, E-step window {WINDOWS_EM}, in pixels", asked(pixels, "dig"), "dig")]
@@ -77,7 +77,7 @@ def plan() -> Tuple[Dict[str, Run], Dict[str, Table]]:
     rows += anchors
     windows = Table(f"The DIG and E-step windows at full resolution (asked at E-step window {WINDOWS_EM}), "
                     f"{base.steps} steps", rows)
-    rows = [(f"DIG, tau per task, {task_default_text('dig_tau')} (defaults)", add(base, "dig"), "dig")]
+    rows = [(f"DIG, tau per task, {reference_text('dig_tau')} (defaults)", add(base, "dig"), "dig")]
     rows += [(f"DIG, tau = {tau:g} for every task", add(replace(base, dig_tau=tau), "dig", PER_TASK_BUT["dig_tau"]),
               "dig") for tau in FIXED_TAU]
     rows += [(f"DIG, {MORE_STEPS} steps", add(replace(base, steps=MORE_STEPS), "dig"), "dig"),
@@ -96,8 +96,8 @@ def set_up(command: str, pairs: Sequence[evaluation.Pair], per_task: int, max_si
             f"Pairs ({len(pairs)}, the first {per_task} per task taken in turn from each dataset): {listed}. "
             f"Sources larger than {max_side} px on the long side are downscaled with OpenCV INTER_AREA to "
             f"{max_side} px; smaller ones are fused as they are. Model: the bundled prior ({bundled_prior()}).", "",
-            f"Unless a row says otherwise, the defaults of `dig2dig fuse` (chosen at a 256-px long side), but "
-            f"{defaults_text(Settings())}. Each cell is the mean over the task's pairs; seconds: wall time of one "
+            "Unless a row says otherwise, the full-size reference (the defaults of `dig2dig fuse` until the "
+            f"speed defaults of 2026-12-06, chosen at a 256-px long side): {defaults_text(Settings())}. Each cell is the mean over the task's pairs; seconds: wall time of one "
             "fusion on this machine.", ""]
 
 

@@ -1,14 +1,19 @@
-"""Quality guard for a change of settings: paired differences against the defaults, per task.
+"""Quality guard for a change of settings: paired differences against the full-size reference, per task.
 
-Each candidate (``FIELD=VALUE`` words over ``Settings``, e.g. ``dig_scale=2``) and the defaults fuse the
-same pairs with DIG through ``dig2dig eval`` (resumable folders under ``--out``): all development pairs
-at a 256-px long side, or with ``--fullres`` the 16 full-resolution pairs of ``quality_fullres.py``
-(4 per task, up to 640 px). Printed per task: the mean paired difference candidate - defaults of
-Qabf, VIFF and SSIM with its t-value, and the seconds per fusion. The guard: per task, Qabf may not
-drop by more than 0.005, VIFF and SSIM by more than 0.01.
+The reference is ``sweeps.REFERENCE``: DIG at full size, 10 steps, each task's window and temperature as
+chosen for it (the defaults of dig2dig fuse until the speed defaults of 2026-12-06, which were chosen with
+this guard). Each candidate (``FIELD=VALUE`` words over the reference's settings, e.g. ``dig_scale=2``;
+with ``--model``, another ONNX model, ``''`` for the reference's settings) and the reference fuse the same
+pairs with DIG through ``dig2dig eval`` (resumable folders under ``--out``): all development pairs at a
+256-px long side, or with ``--fullres`` the 16 full-resolution pairs of ``quality_fullres.py`` (4 per
+task, up to 640 px). Printed per task: the mean paired difference candidate - reference of Qabf, VIFF and
+SSIM with its t-value, and the seconds per fusion. The guard: per task, Qabf may not drop by more than
+0.005, VIFF and SSIM by more than 0.01.
 
     python benchmarks/quality_guard.py --data ../shared/data dig_scale=2 dig_scale=4
     python benchmarks/quality_guard.py --data ../shared/data --fullres dig_scale=2 dig_scale=4
+    python benchmarks/quality_guard.py --data ../shared/data --tasks ivf "steps=6 dig_scale=2 dig_tau=0.6"
+    python benchmarks/quality_guard.py --data ../shared/data --model runs/int8/model_int8.onnx ""
 """
 from __future__ import annotations
 
@@ -22,15 +27,15 @@ from dig2dig.runtime import eval as evaluation
 from dig2dig.runtime.settings import TASKS, check_task, resolve
 
 from machine import machine_line
-from sweeps import ROOT, parse_overrides, select_pairs
+from sweeps import REFERENCE, ROOT, parse_overrides, select_pairs
 
 GUARD = {"Qabf": -0.005, "VIFF": -0.01, "SSIM": -0.01}
 FULLRES_PER_TASK, FULLRES_SIDE, ALL_PAIRS_SIDE = 4, 640, 256
 
 
 def folder_name(form: str, model: Optional[str] = None) -> str:
-    """``defaults`` or the candidate's words (``dig_scale2``), then the candidate model's file stem."""
-    name = form.replace(" ", "_").replace("=", "") or "defaults"
+    """``reference`` or the candidate's words (``dig_scale2``), then the candidate model's file stem."""
+    name = form.replace(" ", "_").replace("=", "") or "reference"
     return name + (f"_{Path(model).stem}" if model else "")
 
 
@@ -50,9 +55,9 @@ def rows_by_pair(folder: Path) -> Dict[Tuple[str, str, str], Dict[str, str]]:
 
 
 def report(out: Path, forms: Sequence[str], model: Optional[str] = None) -> List[str]:
-    """The markdown table of every candidate against the defaults, per task."""
+    """The markdown table of every candidate against the reference, per task."""
     base = rows_by_pair(out / folder_name(""))
-    lines = ["| candidate | task | n | s / fusion (defaults) | " + " | ".join(f"Δ{m} (t)" for m in GUARD)
+    lines = ["| candidate | task | n | s / fusion (reference) | " + " | ".join(f"Δ{m} (t)" for m in GUARD)
              + " | guard |", "|---|---|---:|---:|" + "---:|" * len(GUARD) + "---|"]
     for form in forms:
         rows = rows_by_pair(out / folder_name(form, model))
@@ -75,14 +80,14 @@ def report(out: Path, forms: Sequence[str], model: Optional[str] = None) -> List
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("forms", nargs="+", metavar="FIELD=VALUE",
-                        help="a candidate: FIELD=VALUE words, quoted ('' with --model: the defaults' settings)")
+                        help="a candidate: FIELD=VALUE words, quoted ('' with --model: the reference's settings)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--fullres", action="store_true", help="the 16 full-resolution pairs, up to 640 px")
     parser.add_argument("--out", type=Path, help="result folders (default runs/quality_guard[_fullres])")
     parser.add_argument("--tasks", type=lambda text: text.split(","), default=list(TASKS), metavar="T1,T2",
                         help="only these tasks' pairs (a candidate's values then apply to them alone)")
     parser.add_argument("--model", help="ONNX model of the candidates (default: the shipped prior; the "
-                                        "defaults always run the shipped prior)")
+                                        "reference always runs the shipped prior)")
     args = parser.parse_args(argv)
     out = args.out or ROOT / "runs" / ("quality_guard_fullres" if args.fullres else "quality_guard")
     pairs = [pair for pair in evaluation.find_pairs(args.data) if pair.task in args.tasks]
@@ -94,7 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     runs = [("", None)] + [(form, args.model) for form in args.forms]
     for form, model in runs:
         overrides = parse_overrides(form)
-        settings = {task: resolve(task, **overrides) for task in TASKS}
+        settings = {task: resolve(task, **{**REFERENCE[task], **overrides}) for task in TASKS}
         evaluation.evaluate(pairs, out / folder_name(form, model), ["dig"], settings, max_side=side,
                             sources=out / "sources", model=model)
     print(f"Quality guard, {len(pairs)} pairs at up to {side} px; {machine_line()}")

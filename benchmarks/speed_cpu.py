@@ -1,7 +1,7 @@
 """Fuse time per stage and peak memory of candidate settings against the defaults, on one pair, on the CPU.
 
 Each candidate (``FIELD=VALUE`` words over ``Settings``, and ``model=PATH`` for another ONNX model than
-the shipped prior; the defaults always come first) fuses the pair once as a warm-up, then the timed runs
+the shipped prior; the defaults, or ``--base``, come first) fuses the pair once as a warm-up, then the timed runs
 alternate between the candidates (one onnxruntime runner per model), so that every ratio is measured in
 the same conditions. Peak memory: each candidate first fuses once in a
 fresh process, whose maximum resident set size is read back (``getrusage``; measured before this process
@@ -9,6 +9,7 @@ grows, since Linux hands a child its parent's high-water mark).
 
     python benchmarks/speed_cpu.py --runs 3 dig_scale=2 dig_scale=4
     python benchmarks/speed_cpu.py --runs 3 model=runs/int8/model_int8.onnx
+    python benchmarks/speed_cpu.py --base "steps=10 dig_scale=1 dig_tau=0.667" "" model=runs/int8/model_int8.onnx
 """
 from __future__ import annotations
 
@@ -57,9 +58,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--a", type=Path, default=PAIR / "a" / "10.png", help="source A (default: TNO 10, 640x480)")
     parser.add_argument("--b", type=Path, default=PAIR / "b" / "10.png", help="source B")
     parser.add_argument("--task", default="ivf")
+    parser.add_argument("--base", default="", metavar="FIELD=VALUE",
+                        help="the first row, that the speed-ups are relative to (default: the defaults)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs of each candidate, alternating")
     args = parser.parse_args(argv)
-    forms = [""] + list(args.forms)
+    forms = list(dict.fromkeys([args.base] + list(args.forms)))
     models = {form: split_model(form)[0] for form in forms}
     settings = {form: resolve(args.task, **split_model(form)[1]) for form in forms}
     peaks = {form: peak_mib(args.a, args.b, args.task, form) for form in forms}
@@ -73,7 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             times[form].append(stage_seconds(result.seconds))
     for runner in runners.values():
         runner.close()
-    base = summarize([t["total"] for t in times[""]])["median"]
+    base = summarize([t["total"] for t in times[forms[0]]])["median"]
     print(f"{args.a} + {args.b}, {args.task}, onnxruntime, {args.runs} runs each after a warm-up, alternating; "
           f"{machine_line()}")
     print()

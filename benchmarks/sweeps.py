@@ -34,18 +34,33 @@ Summaries = Dict[Tuple[str, str, str], Dict[str, str]]  # per-task summary rows 
 REGENERATE = "`bash benchmarks/quality.sh`"
 
 
+# The studies of docs/QUALITY.md's generated blocks (all pairs, full resolution) vary each knob around the
+# full-size reference: DIG at full size, 10 steps, each task's DIG window and temperature as chosen for it.
+# It was the defaults of dig2dig fuse until the speed defaults of 2026-12-06 (CHANGELOG.md), which
+# benchmarks/quality_guard.py checks against it; ivf's temperature is the one per-task value they moved.
+REFERENCE: Dict[str, Dict[str, Any]] = {
+    task: {**defaults, "steps": 10, "dig_scale": 1, **({"dig_tau": 0.667} if task == "ivf" else {})}
+    for task, defaults in TASK_DEFAULTS.items()}
+
+
+def reference_text(field: str) -> str:
+    """``ivf 0.667, mif 0.25, mef 2, mff 0.5``: a per-task field of the full-size reference, for tables."""
+    return ", ".join(f"{task} {values[field]:g}" for task, values in REFERENCE.items())
+
+
 @dataclass
 class Run:
-    """One folder of a sweep: a setting, the methods fused with it, and the fields left at each task's default."""
+    """One folder of a sweep: a setting, the methods fused with it, and the fields left at each task's value in
+    ``REFERENCE``."""
 
     settings: Settings
     methods: List[str]
     per_task: Tuple[str, ...] = ()
 
     def task_settings(self) -> Dict[str, Settings]:
-        """Each task's settings: ``settings``, but the ``per_task`` fields at that task's defaults."""
+        """Each task's settings: ``settings``, but the ``per_task`` fields at that task's ``REFERENCE`` values."""
         given = {k: v for k, v in asdict(self.settings).items() if k not in self.per_task}
-        return {task: resolve(task, **given) for task in TASKS}
+        return {task: resolve(task, **given, **{f: REFERENCE[task][f] for f in self.per_task}) for task in TASKS}
 
 
 @dataclass
@@ -59,13 +74,13 @@ class Table:
 def folder_name(settings: Settings, per_task: Sequence[str] = ()) -> str:
     """``steps10_every2_window9_tau2``: ``tau-ivf1-mif0.5-mef2-mff0.5`` with each task's tau and
     ``window-ivf61-mif41-mef61-mff41`` with each task's window where ``per_task`` names them (so a change of
-    ``TASK_DEFAULTS`` starts new folders and keeps the old ones), ``_absolute`` for the absolute temperature,
+    ``REFERENCE`` starts new folders and keeps the old ones), ``_absolute`` for the absolute temperature,
     ``_emN`` for an E-step window N > 1, ``xN`` after the window for N > 1 DIG window passes, ``_px`` for an
     E-step window in pixels (``em_window_side`` 0), ``_sideN`` for one given at another long side than
     256 px and ``_powG`` for an E-step power G < 1."""
     def value(field: str) -> str:
         if field in per_task:
-            return "".join(f"-{task}{defaults[field]:g}" for task, defaults in TASK_DEFAULTS.items())
+            return "".join(f"-{task}{values[field]:g}" for task, values in REFERENCE.items())
         return f"{getattr(settings, field):g}"
 
     passes = f"x{settings.dig_passes}" if settings.dig_passes > 1 else ""
@@ -387,9 +402,9 @@ def block_header(title: str, script: str, command: str, machine_note: str = "") 
 def defaults_text(base: Settings) -> str:
     """The settings every row of a generated table starts from, in words (per-task fields named per task)."""
     return (f"{base.steps} steps for every task (the defaults: {task_default_text('steps')}), DIG refresh every "
-            f"{base.dig_every} steps, window per task ({task_default_text('dig_window')}) x {base.dig_passes} "
-            f"passes, E-step window {base.em_window} at a {base.em_window_side}-px long side (scaled to each "
-            f"pair's), E-step power {base.em_power:g}, tau per task ({task_default_text('dig_tau')}), lamb "
+            f"{base.dig_every} steps at full size, window per task ({reference_text('dig_window')}) x "
+            f"{base.dig_passes} passes, E-step window {base.em_window} at a {base.em_window_side}-px long side "
+            f"(scaled to each pair's), E-step power {base.em_power:g}, tau per task ({reference_text('dig_tau')}), lamb "
             f"{base.lamb:g}, rho {base.rho:g}, seed {base.seed}")
 
 

@@ -24,13 +24,16 @@ TASKS: Dict[str, Tuple[str, str]] = {
     "mff": ("near focus", "far focus"),
 }
 # Per task, over all 160 development pairs (docs/QUALITY.md): the DIG temperature, relative to the gains'
-# spread (ivf 2/3 keeps the fixed-point sharpness at E-step power 0.5), the steps (10 for every task: more buy
-# no Qabf), and the DIG window of each box pass (61 px beats 41 px on ivf and mef; mif and mff lose a little).
+# spread; the steps; the DIG window of each box pass (61 px beats 41 px on ivf and mef; mif and mff lose a
+# little); and the reduction of the refreshes' source images. Each was chosen by its paired differences
+# against the previous defaults at a 256-px long side and at full resolution (the quality guard): ivf runs
+# 6 steps with DIG at 1/2 size and tau 0.6, mif and mff DIG at 1/2 size, mef stays at full size (1/2 lost
+# SSIM there at full resolution).
 TASK_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    "ivf": {"dig_tau": 0.667, "steps": 10, "dig_window": 61},
-    "mif": {"dig_tau": 0.25, "steps": 10, "dig_window": 41},
-    "mef": {"dig_tau": 2.0, "steps": 10, "dig_window": 61},
-    "mff": {"dig_tau": 0.5, "steps": 10, "dig_window": 41},
+    "ivf": {"dig_tau": 0.6, "steps": 6, "dig_window": 61, "dig_scale": 2},
+    "mif": {"dig_tau": 0.25, "steps": 10, "dig_window": 41, "dig_scale": 2},
+    "mef": {"dig_tau": 2.0, "steps": 10, "dig_window": 61, "dig_scale": 1},
+    "mff": {"dig_tau": 0.5, "steps": 10, "dig_window": 41, "dig_scale": 2},
 }
 TASK_FIELDS = tuple(TASK_DEFAULTS["ivf"])
 # With dig_norm "absolute" and no dig_tau: softmax(DIG), Dig2DIG's formula as written.
@@ -81,7 +84,7 @@ class Settings:
             raise ValueError(f"em_window_side must be >= 0 (0: em_window in pixels), got {self.em_window_side}")
 
     def describe(self) -> str:
-        """One line for logs and reports, e.g. ``10 steps, dig every 2, window 61x3, tau 0.667 (spread),
+        """One line for logs and reports, e.g. ``6 steps, dig every 2 at 1/2, window 61x3, tau 0.6 (spread),
         E-step 9 px at 256, power 0.5, lamb 0.5, rho 0.001, seed 0``."""
         steps = f"{self.steps} steps" if self.timesteps is None else f"timesteps {','.join(map(str, self.timesteps))}"
         guidance = (f"dig every {self.dig_every}" + (f" at 1/{self.dig_scale}" if self.dig_scale > 1 else "")
@@ -102,7 +105,7 @@ def check_task(task: str) -> None:
 
 
 def task_default_text(name: str) -> str:
-    """``ivf 0.667, mif 0.25, mef 2, mff 0.5``: a ``TASK_FIELDS`` default of every task, for help and reports."""
+    """``ivf 0.6, mif 0.25, mef 2, mff 0.5``: a ``TASK_FIELDS`` default of every task, for help and reports."""
     return ", ".join(f"{task} {defaults[name]:g}" for task, defaults in TASK_DEFAULTS.items())
 
 

@@ -48,8 +48,9 @@ def test_fuse_writes_outputs(pair: Tuple[str, str], tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("task", list(settings.TASKS))
 def test_task_defaults_unless_given(task: str, tmp_path: Path) -> None:
-    """Without --steps, --dig-tau or --dig-window a task runs its TASK_DEFAULTS (ivf tau 0.667 and window 61, mif
-    0.25 and 41); a --config file overrides them, and options given on the command line win over both."""
+    """Without --steps, --dig-tau, --dig-window or --dig-scale a task runs its TASK_DEFAULTS (ivf 6 steps, tau 0.6,
+    window 61, DIG at 1/2; mif 10 steps, tau 0.25, window 41); a --config file overrides them, and options given on
+    the command line win over both."""
     def parsed(*extra: str) -> settings.Settings:
         return settings_from_args(cli.build_parser({}).parse_args(["fuse", "a.png", "b.png", "-o", "f.png",
                                                                    "--task", task, *extra]))
@@ -58,14 +59,15 @@ def test_task_defaults_unless_given(task: str, tmp_path: Path) -> None:
     defaults = settings.TASK_DEFAULTS
     assert {field: getattr(chosen, field) for field in settings.TASK_FIELDS} == defaults[task]
     assert chosen == settings.resolve(task)
-    assert defaults["ivf"]["dig_tau"] == 0.667 and defaults["mif"]["dig_tau"] == 0.25
+    assert defaults["ivf"]["dig_tau"] == 0.6 and defaults["mif"]["dig_tau"] == 0.25
+    assert (defaults["ivf"]["steps"], defaults["ivf"]["dig_scale"], defaults["mef"]["dig_scale"]) == (6, 2, 1)
     assert defaults["ivf"]["dig_window"] == 61 and defaults["mif"]["dig_window"] == 41
     given = parsed("--steps", "7", "--dig-tau", "3", "--dig-window", "9")
     assert (given.steps, given.dig_tau, given.dig_window) == (7, 3.0, 9)
     config = tmp_path / "saved.json"
     config.write_text(json.dumps({"steps": 4, "em_power": 1, "dig_norm": "absolute"}))
-    saved = parsed("--config", str(config), "--steps", "6")
-    assert (saved.steps, saved.em_power, saved.dig_tau) == (6, 1.0, settings.PAPER_DIG_TAU)
+    saved = parsed("--config", str(config), "--steps", "5")
+    assert (saved.steps, saved.em_power, saved.dig_tau) == (5, 1.0, settings.PAPER_DIG_TAU)
     assert saved.dig_window == defaults[task]["dig_window"]
     config.write_text(json.dumps({"stepz": 4}))
     with pytest.raises(InputError, match="saved.json: unknown setting"):

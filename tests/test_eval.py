@@ -105,13 +105,14 @@ def test_resumes_and_refuses_other_settings(tmp_path: Path, monkeypatch: pytest.
         assert "holds results of other settings" in error_line(capsys)
     assert (out / "per_pair.csv").read_bytes() == before
 
-    # A folder written before a setting existed resumes while that setting is at its default, not otherwise.
+    # A folder written before a setting existed counts as run at its Settings() default, the behaviour before it
+    # (full-size DIG), whatever a task's default is now (mif's is 1/2).
     record = json.loads((out / "run.json").read_text())
     for settings in record["settings"].values():
         del settings["dig_scale"]
     (out / "run.json").write_text(json.dumps(record))
-    assert run_eval(out, *options) == 0
-    assert run_eval(out, *options, "--dig-scale", "2") == 2
+    assert run_eval(out, *options, "--dig-scale", "1") == 0
+    assert run_eval(out, *options) == 2
     assert "holds results of other settings (dig_scale differ)" in error_line(capsys)
     assert (out / "per_pair.csv").read_bytes() == before
 

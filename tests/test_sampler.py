@@ -189,7 +189,7 @@ def test_reduced_resolution_dig_on_a_real_pair(scale: int) -> None:
     multiple) in a call of their own; x_t stays full size; the weights come back at full size, sum to 1, and
     at the first refresh, where the estimates are smooth, follow the full-resolution weights."""
     a, b = pair("ivf", "22")  # 128 x 192
-    base = resolve("ivf", dig_window=21)
+    base = resolve("ivf", dig_window=21, steps=10, dig_scale=1)
     full = api.fuse(a, b, task="ivf", settings=base)
     runner = RecordingRunner()
     reduced = api.fuse(a, b, task="ivf", runner=runner, settings=replace(base, dig_scale=scale))

@@ -34,7 +34,7 @@ def test_bad_values_and_names_are_input_errors_naming_them() -> None:
 def test_describe_is_one_line_of_what_runs() -> None:
     text = resolve("ivf").describe()
     assert "\n" not in text
-    assert text.startswith("10 steps, dig every 2, window 61x3, tau 0.667 (spread), E-step 9 px at 256, power 0.5")
+    assert text.startswith("6 steps, dig every 2 at 1/2, window 61x3, tau 0.6 (spread), E-step 9 px at 256, power 0.5")
     assert resolve("mif", guidance="static").describe().startswith("10 steps, static, E-step 9 px at 256")
     assert resolve("mff", timesteps=(999, 500, 0)).describe().startswith("timesteps 999,500,0,")
 
