@@ -4,3 +4,5 @@ A data package: it imports no other part of dig2dig."""
 from pathlib import Path
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "default"
+# The prior's model files in DEFAULT_DIR by precision: int8 is ``dig2dig export int8`` of the fp32 one.
+PRECISIONS = {"fp32": "model.onnx", "int8": "model_int8.onnx"}

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from . import io
-from ..models import DEFAULT_DIR
+from ..models import DEFAULT_DIR, PRECISIONS
 from .backends.base import Runner
 from .checksums import verify
 from .errors import InputError, ModelError
@@ -25,10 +25,23 @@ from .settings import Settings, check_task
 PathLike = Union[str, Path]
 
 
-def default_model() -> Path:
-    """The shipped prior, ``dig2dig/models/default/model.onnx``, after checking the shipped checksums."""
+def default_model(precision: str = "fp32") -> Path:
+    """The shipped prior at ``precision`` (``PRECISIONS``), after checking the shipped checksums."""
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r} (choose {' or '.join(PRECISIONS)})")
     verify(DEFAULT_DIR)
-    return DEFAULT_DIR / "model.onnx"
+    return DEFAULT_DIR / PRECISIONS[precision]
+
+
+def choose_model(model: Optional[PathLike], precision: str = "fp32") -> Optional[PathLike]:
+    """The model to open: ``model`` as given (None: the bundled FP32 prior), or for another ``precision`` the
+    bundled prior's file at it; a ``model`` with another precision is an ``InputError`` (a file has one)."""
+    if precision == "fp32":
+        return model
+    if model is not None:
+        raise InputError(f"--precision {precision} picks the bundled prior's {precision} model; "
+                         f"to run your own {model}, give it with --model alone")
+    return default_model(precision)
 
 
 def open_runner(model: Optional[PathLike] = None, backend: str = "ort") -> Runner:
@@ -72,11 +85,12 @@ def prepare_sources(paths: Sequence[PathLike], resize: bool = False) -> List[io.
 def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] = None, backend: str = "ort",
          settings: Optional[Settings] = None, init_noise: Optional[np.ndarray] = None, resize: bool = False,
          stretch: bool = False, runner: Optional[Runner] = None,
-         progress: Optional[Callable[[int, int], None]] = None) -> FusionResult:
+         progress: Optional[Callable[[int, int], None]] = None, precision: str = "fp32") -> FusionResult:
     """Fuse source ``a`` and ``b`` (roles per ``task``, see ``settings.TASKS``) into one image.
 
     Reads the files, then fuses them with a :class:`~dig2dig.runtime.fuser.Fuser` on ``runner`` (or one
-    it opens and closes). ``settings`` defaults to ``settings.resolve(task)``, the task's defaults.
+    it opens from :func:`choose_model` and closes). ``settings`` defaults to ``settings.resolve(task)``,
+    the task's defaults; ``precision`` ``int8`` runs the bundled INT8 prior.
 
     ``init_noise`` replaces the seeded x_T (shape ``(C, H', W')`` at the padded size);
     ``stretch`` applies DDFM's min-max output stretch (off by default: it changes the brightness).
@@ -84,6 +98,7 @@ def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] 
     from .fuser import Fuser
 
     check_task(task)
+    model = choose_model(model, precision)
     start = time.perf_counter()
     sources = prepare_sources([a, b], resize)
     read = time.perf_counter() - start

@@ -11,7 +11,7 @@ import sys
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import Dig2DigError
-from .options import add_settings_options, settings_from_args
+from .options import add_settings_options, model_from_args, settings_from_args
 from .progress import Progress
 from .settings import TASKS
 
@@ -25,7 +25,7 @@ def _fuse(args: argparse.Namespace) -> int:
     init_noise = io.read_npy(args.init_noise) if args.init_noise else None
     settings = settings_from_args(args)
     with Progress("fuse", settings.steps, quiet=args.quiet) as bar:
-        result = api.fuse(args.a, args.b, task=args.task, model=args.model, backend=args.backend,
+        result = api.fuse(args.a, args.b, task=args.task, model=model_from_args(args), backend=args.backend,
                           settings=settings, init_noise=init_noise, resize=args.resize,
                           stretch=args.stretch, progress=lambda i, n: bar.update(i))
     if args.save_raw:
@@ -48,7 +48,7 @@ def _video(args: argparse.Namespace) -> int:
     video.output_target(args.output)
     ended: Optional[video.UnequalLengths] = None
     with video.open_input(args.a) as first, video.open_input(args.b) as second, \
-            Fuser(args.task, args.model, args.backend, settings) as fuser, \
+            Fuser(args.task, model_from_args(args), args.backend, settings) as fuser, \
             Progress("video", video.expected_frames(first, second, args.max_frames), quiet=args.quiet,
                      unit="frames") as bar:
         try:
@@ -67,7 +67,7 @@ def _video(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
-    report = run_bench(args.a, args.b, task=args.task, model=args.model, backend=args.backend,
+    report = run_bench(args.a, args.b, task=args.task, model=model_from_args(args), backend=args.backend,
                        settings=settings_from_args(args), runs=args.runs, resize=args.resize)
     print(json.dumps(report, indent=1) if args.json else report["table"])
     return 0

@@ -31,7 +31,7 @@ from .backends.base import Runner
 from .checksums import sha256
 from .errors import InputError
 from .metrics import METRIC_NAMES, SINGLE, TRIPLE, read_gray
-from .options import add_settings_options, setting_overrides
+from .options import add_settings_options, model_from_args, setting_overrides
 from .progress import Progress
 from .settings import TASKS, Settings, resolve
 
@@ -387,7 +387,8 @@ def run_command(args: argparse.Namespace) -> int:
     settings = {task: resolve(task, **overrides) for task in TASKS}
     pairs = find_pairs(args.data, args.task, args.dataset, args.limit_per_dataset)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    summary = evaluate(pairs, args.output, methods, settings, args.max_side, args.model, args.backend, quiet=args.quiet)
+    summary = evaluate(pairs, args.output, methods, settings, args.max_side, model_from_args(args), args.backend,
+                       quiet=args.quiet)
     failed = sum(int(entry["errors"]) for entry in summary if entry["dataset"] == ALL_DATASETS)
     if failed:
         print(f"dig2dig eval: {failed} fusion(s) recorded an error (see {Path(args.output) / PER_PAIR})",

@@ -66,3 +66,31 @@ def test_int8_export_refuses_bad_input_before_any_work(tmp_path: Path, int8_mode
     with pytest.raises(ModelError, match="model file not found"):
         quantize_int8(tmp_path / "none.onnx", tmp_path / "m.onnx", PAIRS)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_bundled_int8_prior_is_chosen_by_precision() -> None:
+    path = api.default_model("int8")
+    assert path.name == "model_int8.onnx" and api.choose_model(None, "int8") == path
+    assert api.choose_model(None) is None and api.choose_model("m.onnx") == "m.onnx"
+    a, b = pair("mif", "11")
+    settings = resolve("mif", steps=4)
+    int8 = api.fuse(a, b, task="mif", settings=settings, precision="int8")
+    fp32 = api.fuse(a, b, task="mif", settings=settings)
+    assert np.abs(int8.luma - fp32.luma).mean() < 0.005
+    with pytest.raises(InputError, match="--precision int8 picks the bundled prior's int8 model"):
+        api.fuse(a, b, model="mine.onnx", precision="int8")
+    with pytest.raises(InputError, match="unknown precision 'fp16'"):
+        api.default_model("fp16")
+
+
+def test_cli_precision_runs_the_bundled_int8_prior(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from dig2dig.runtime.cli import main
+
+    a, b = pair("ivf", "10")
+    out = tmp_path / "fused.png"
+    assert main(["fuse", str(a), str(b), "-o", str(out), "--steps", "2", "--precision", "int8", "-q"]) == 0
+    assert out.is_file()
+    assert main(["fuse", str(a), str(b), "-o", str(tmp_path / "x.png"), "--precision", "int8",
+                 "--model", "mine.onnx"]) == 2
+    assert "--precision int8 picks the bundled prior's int8 model" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
