@@ -48,7 +48,7 @@ def _video(args: argparse.Namespace) -> int:
     video.output_target(args.output)
     ended: Optional[video.UnequalLengths] = None
     with video.open_input(args.a) as first, video.open_input(args.b) as second, \
-            Fuser(args.task, model_from_args(args), args.backend, settings) as fuser, \
+            Fuser(args.task, model_from_args(args), args.backend, settings, stream=args.stream) as fuser, \
             Progress("video", video.expected_frames(first, second, args.max_frames), quiet=args.quiet,
                      unit="frames") as bar:
         try:
@@ -111,6 +111,9 @@ def build_parser(external: External) -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N fused frames")
     p.add_argument("--fps", type=float, metavar="F", help="the video's frame rate (default: A's, else 25)")
     p.add_argument("--side-by-side", action="store_true", help="write A | B | fused side by side, for inspection")
+    p.add_argument("--no-stream", dest="stream", action="store_false",
+                   help="fuse every frame as a still image (default: the temporal mode, DIG weights carried "
+                        "from key frames)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary (warnings still show)")
     add_settings_options(p)
     p.set_defaults(func=_video)

@@ -4,6 +4,9 @@
     with Fuser("ivf") as fuser:               # opens the bundled prior once
         fused = fuser(ir_frame, vis_frame)    # uint8/uint16 (H, W) grey or (H, W, 3) BGR in, uint8 out
         fused = fuser.fuse_batch([(ir_1, vis_1), (ir_2, vis_2)])   # N cameras of one size: one model call a step
+
+    with Fuser("ivf", stream=True) as fuser:  # consecutive frames of a stream: DIG weights carried over
+        fused = [fuser(ir, vis) for ir, vis in frames]
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from .backends.base import Runner
 from .errors import InputError
 from .sampler import Trace, initial_noise, luminance_of_sample, sample_batch
 from .settings import Settings, check_task, resolve
+from .temporal import SCENE_CHANGE, STREAM_REFRESH_EVERY, StreamState, thumbnail
 
 # Frame sizes whose state a Fuser keeps: a stream has one; a few more serve alternating cameras or crops.
 CACHED_SIZES = 4
@@ -38,16 +42,36 @@ class Fuser:
 
     ``settings`` defaults to ``settings.resolve(task)``; ``runner`` is used as given (and left open
     by :meth:`close`), otherwise ``model`` is opened with ``backend`` as :func:`api.open_runner` does.
+
+    ``stream``: the frames are consecutive frames of one camera pair (of N cameras in :meth:`fuse_batch`,
+    each by its position in the batch), fused in order (``runtime.temporal``). A key frame computes its DIG
+    weights as a still fusion does; the next frames reuse them with no source evaluations, until
+    ``stream_refresh_every`` frames have passed or a scene change (the sources' thumbnails farther than
+    ``scene_change`` from the key frame's). ``stream_warm_start`` s > 0 (a multiple of ``dig_every``): a frame
+    after the first starts from the last fused sample noised to step s and runs only the steps after it (not
+    after a scene change). A new frame size starts new streams. A GPU runner fuses stream frames as stills.
     """
 
     def __init__(self, task: str = "ivf", model: Optional[PathLike] = None, backend: str = "ort",
-                 settings: Optional[Settings] = None, runner: Optional[Runner] = None):
+                 settings: Optional[Settings] = None, runner: Optional[Runner] = None, stream: bool = False,
+                 stream_refresh_every: int = STREAM_REFRESH_EVERY, scene_change: float = SCENE_CHANGE,
+                 stream_warm_start: int = 0):
         check_task(task)
         self.task = task
         self.settings = settings or resolve(task)
+        if stream_refresh_every < 1:
+            raise InputError(f"stream_refresh_every must be >= 1, got {stream_refresh_every}")
+        if stream_warm_start and (stream_warm_start % self.settings.dig_every
+                                  or not 0 < stream_warm_start < self.settings.steps):
+            raise InputError(f"stream_warm_start must be a multiple of dig_every ({self.settings.dig_every}) "
+                             f"below steps ({self.settings.steps}), got {stream_warm_start}")
+        self.stream, self.stream_refresh_every, self.scene_change = stream, stream_refresh_every, scene_change
+        self.stream_warm_start = stream_warm_start
         self.owns_runner = runner is None
         self.runner = runner or open_runner(model, backend)
         self._states: "OrderedDict[Tuple[int, int], SizeState]" = OrderedDict()
+        self._streams: List[StreamState] = []
+        self._stream_size: Tuple[int, int] = (0, 0)
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The fused uint8 frame: (H, W, 3) BGR if ``a`` or ``b`` is colour, else (H, W) grey.
@@ -108,6 +132,8 @@ class Fuser:
             on_gpu = gpu_sample(self.runner, padded[0], self.settings, x_T, progress=progress, trace=traces[0])
             raws = [on_gpu.sample]
             seconds.update(on_gpu.seconds)
+        elif self.stream:
+            raws = self._stream_batch(batch, padded, x_T, progress, traces)
         else:
             x_Ts = np.broadcast_to(x_T, (len(batch),) + x_T.shape)
             raws = sample_batch(self.runner, padded, self.settings, x_Ts, progress=progress, traces=traces)
@@ -121,6 +147,36 @@ class Fuser:
         for result in results:
             result.seconds["total"] = total
         return results
+
+    def _stream_batch(self, batch: Sequence[Sequence[io.Source]], padded: np.ndarray, x_T: np.ndarray,
+                      progress: Optional[Callable[[int, int], None]], traces: List[Trace]) -> List[np.ndarray]:
+        """The final samples of the next frame of each camera's stream: key frames compute their DIG weights,
+        the others reuse their key frame's; all warm-start together, or none does."""
+        size = batch[0][0].luma.shape
+        if size != self._stream_size:
+            self._streams, self._stream_size = [], size
+        self._streams += [StreamState() for _ in range(len(batch) - len(self._streams))]
+        streams = self._streams[:len(batch)]
+        thumbs = [thumbnail([s.luma for s in sources]) for sources in batch]
+        changed = [state.changed(thumb, self.scene_change) for state, thumb in zip(streams, thumbs)]
+        samples = [state.sample for state in streams if state.sample is not None]
+        warm = self.stream_warm_start > 0 and not any(changed) and len(samples) == len(streams)
+        start_step = self.stream_warm_start if warm else 0
+        keys = [state.needs_key(change, start_step, self.stream_refresh_every)
+                for state, change in zip(streams, changed)]
+        x_Ts = np.broadcast_to(x_T, (len(batch),) + x_T.shape)
+        raws = sample_batch(self.runner, padded, self.settings, x_Ts, progress=progress, traces=traces,
+                            weights=[None if key else state.weights for state, key in zip(streams, keys)],
+                            start_step=start_step,
+                            start_x0=np.stack(samples) if warm else None)
+        for state, key, thumb, trace, raw in zip(streams, keys, thumbs, traces, raws):
+            if key:
+                state.weights = {r["step"]: r["weights"] for r in trace.refreshes}
+                state.key_step, state.thumb, state.since_key = start_step, thumb, 0
+            else:
+                state.since_key += 1
+            state.sample = raw
+        return raws
 
     def _start(self, height: int, width: int, init_noise: Optional[np.ndarray]) -> np.ndarray:
         """x_T for a frame of height x width: ``init_noise`` once its shape is checked, else the cached noise."""

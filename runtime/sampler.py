@@ -13,12 +13,16 @@ then, pair by pair, each with its own weights and EM state:
 2. x0 = predict_x0(x_t) (clipped to [-1, 1]);
 3. on a refresh: per-pixel information gains of each source between t and t' and their softmax
    weights (Cao et al. 2025, Dig2DIG, Sec. 3), enlarged to full size if computed smaller;
-   otherwise reuse the last weights;
+   otherwise reuse the last weights (a stream's non-key frame is given every refresh's weights of an
+   earlier frame, and its sources are not denoised at all);
 4. guidance: DDFM's EM step pulls the luminance of x0 toward the sources (Zhao et al. 2023),
    each source's data term scaled by its weight; uniform weights, ``em_window = 1`` and
    ``em_power = 1`` give DDFM exactly (``em_window`` > 1 smooths the E-step's per-pixel weights,
    ``em_power`` < 1 weakens its pull toward the source x0 is farther from, ``kernels/em.py``);
 5. DDIM update (eta = 0) from the corrected x0.
+
+A warm start (``start_step`` > 0) begins at that step of the schedule from a given clean sample
+noised there with x_T, and runs only the remaining steps.
 
 The loop is written once over ``ops``, any :class:`~dig2dig.kernels.ops.Ops`: the NumPy twins
 (``kernels.NUMPY_OPS``, the CPU path) or the CUDA kernels of the same names
@@ -29,7 +33,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, DefaultDict, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, DefaultDict, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -134,6 +138,7 @@ class _Pair:
     x: Array             # x_t, (C, H, W)
     em_state: Any
     trace: Trace
+    given: Optional[Mapping[int, Array]]  # DIG weights by refresh step, reused instead of computed
     weights: Optional[Array] = None
 
 
@@ -144,7 +149,8 @@ def _joined(arrays: Sequence[Array], ops: Ops) -> Array:
 
 def sample_batch(runner: Runner, sources: Array, settings: Settings, x_T: Array, ops: Ops = NUMPY_OPS,
                  progress: Optional[Callable[[int, int], None]] = None, traces: Optional[Sequence[Trace]] = None,
-                 check_finite: bool = True) -> List[Array]:
+                 check_finite: bool = True, weights: Optional[Sequence[Optional[Mapping[int, Array]]]] = None,
+                 start_step: int = 0, start_x0: Optional[Array] = None) -> List[Array]:
     """Fuse N pairs of sources of one size, each as :func:`sample` fuses it alone, with one model call per
     step for them all (two on a refresh with ``dig_scale`` > 1).
 
@@ -153,6 +159,11 @@ def sample_batch(runner: Runner, sources: Array, settings: Settings, x_T: Array,
     record is one for the batch. Every pair gets the same noise draws as alone, so a pair's result is its
     single fusion's wherever the runner's output for an image does not depend on the rest of its batch
     (the CPU runner's does not: it runs one image at a time). ``check_finite`` as for :func:`sample`.
+
+    ``weights``: per pair, None or its DIG weights ``(K, H, W)`` by refresh step (as an earlier fusion's
+    ``Trace.refreshes`` hold them): that pair reuses them and its sources are not denoised, so it costs
+    only its x_t evaluations. ``start_step`` > 0 with ``start_x0`` ``(N, C, H, W)``: a warm start, the
+    loop begins at that step from ``start_x0`` noised there with ``x_T`` as the noise.
     """
     traces = list(traces) if traces is not None else [Trace() for _ in range(int(sources.shape[0]))]
     stage = _Stage(traces, ops)
@@ -166,8 +177,10 @@ def sample_batch(runner: Runner, sources: Array, settings: Settings, x_T: Array,
 
     def start(j: int) -> _Pair:
         dig_sources = sources[j] if scale == 1 else ops.shrink(sources[j], scale, dig_shape)
-        return _Pair(sources[j], dig_sources, ops.repeat_channels(dig_sources, channels), x_T[j],
-                     ops.em_init(full), traces[j])
+        x = x_T[j] if start_x0 is None else ops.q_sample(start_x0[j], x_T[j],
+                                                           float(schedule.alphas_cumprod[start_step]))
+        return _Pair(sources[j], dig_sources, ops.repeat_channels(dig_sources, channels), x,
+                     ops.em_init(full), traces[j], None if weights is None else weights[j])
 
     pairs = [start(j) for j in range(n)]
     em_window = min(scaled_window(settings.em_window, max(full), settings.em_window_side), 2 * min(full) - 1)
@@ -180,20 +193,21 @@ def sample_batch(runner: Runner, sources: Array, settings: Settings, x_T: Array,
         ops.mark_nonfinite(out, step, nonfinite)
         return out[:, :channels]
 
-    for i in range(steps):
+    for i in range(start_step, steps):
         t = int(schedule.timesteps[i])
         abar, abar_prev = float(schedule.alphas_cumprod[i]), float(schedule.alphas_cumprod_prev[i])
         refresh = settings.guidance == "dig" and i % settings.dig_every == 0 and i + 1 < steps
+        fresh = [j for j, p in enumerate(pairs) if p.given is None] if refresh else []  # pairs computing DIG
 
         with stage("backend"):
             xs = _joined([p.x[None] for p in pairs], ops)
-            if refresh:
+            if fresh:
                 t_next = int(schedule.timesteps[i + 1])
                 abar_next = float(schedule.alphas_cumprod[i + 1])
                 noise = ops.gaussian(settings.seed, NOISE_STREAM_DIG + i, pairs[0].source_input.shape[1:])
-                noised = [ops.concat([ops.q_sample(p.source_input, noise, abar),
-                                      ops.q_sample(p.source_input, noise, abar_next)]) for p in pairs]
-                times = ([t] * k + [t_next] * k) * n
+                noised = [ops.concat([ops.q_sample(pairs[j].source_input, noise, abar),
+                                      ops.q_sample(pairs[j].source_input, noise, abar_next)]) for j in fresh]
+                times = ([t] * k + [t_next] * k) * len(fresh)
                 if scale == 1:  # every x_t and the noised sources in one batch
                     eps_all = denoise(ops.concat([xs] + noised), [t] * n + times, i)
                     eps, eps_sources = eps_all[:n], eps_all[n:]
@@ -205,11 +219,14 @@ def sample_batch(runner: Runner, sources: Array, settings: Settings, x_T: Array,
         for j, p in enumerate(pairs):
             x0 = ops.predict_x0(p.x, eps[j], abar)
 
-            if refresh:
+            if refresh and p.given is not None:
+                p.weights = p.given[i]
+            elif refresh:
                 with stage("dig"):
-                    eps_pair = eps_sources[2 * k * j:2 * k * (j + 1)]
-                    x0_t = ops.luma_of(ops.predict_x0(noised[j][:k], eps_pair[:k], abar))
-                    x0_next = ops.luma_of(ops.predict_x0(noised[j][k:], eps_pair[k:], abar_next))
+                    f = fresh.index(j)
+                    eps_pair = eps_sources[2 * k * f:2 * k * (f + 1)]
+                    x0_t = ops.luma_of(ops.predict_x0(noised[f][:k], eps_pair[:k], abar))
+                    x0_next = ops.luma_of(ops.predict_x0(noised[f][k:], eps_pair[k:], abar_next))
                     p.weights, gains = ops.dig_weights(p.dig_sources, x0_t, x0_next, dig_window,
                                                        settings.dig_tau, settings.dig_norm == "spread",
                                                        settings.dig_passes)
