@@ -48,7 +48,8 @@ def _video(args: argparse.Namespace) -> int:
     video.output_target(args.output)
     ended: Optional[video.UnequalLengths] = None
     with video.open_input(args.a) as first, video.open_input(args.b) as second, \
-            Fuser(args.task, model_from_args(args), args.backend, settings, stream=args.stream) as fuser, \
+            Fuser(args.task, model_from_args(args), args.backend, settings, stream=args.stream,
+                  stream_warm_start=args.warm_start) as fuser, \
             Progress("video", video.expected_frames(first, second, args.max_frames), quiet=args.quiet,
                      unit="frames") as bar:
         try:
@@ -114,6 +115,10 @@ def build_parser(external: External) -> argparse.ArgumentParser:
     p.add_argument("--no-stream", dest="stream", action="store_false",
                    help="fuse every frame as a still image (default: the temporal mode, DIG weights carried "
                         "from key frames)")
+    p.add_argument("--warm-start", type=int, default=0, metavar="STEP",
+                   help="temporal mode: start each frame after a key frame at this step from the last fused one "
+                        "(a multiple of --dig-every below --steps; 4 at ivf's 6 steps: 1.6 s per 640x480 frame "
+                        "instead of 4.6 on a 2-core CPU, docs/BENCHMARKS.md section 6; default 0: off)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary (warnings still show)")
     add_settings_options(p)
     p.set_defaults(func=_video)

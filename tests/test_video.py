@@ -209,3 +209,16 @@ def test_progress_shows_the_rate_and_notes_on_their_own_line() -> None:
     lines = stream.getvalue().split("\n")
     assert lines[0].startswith("\rvideo 2 (") and "frames/s)" in lines[0]
     assert lines[1] == "dig2dig: warning: skipped" and lines[2].startswith("\rvideo 3 (") and lines[3] == ""
+
+
+def test_warm_start_option(clips: Tuple[Clip, Clip], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--warm-start STEP starts the frames after a key frame at that step; a step that does not suit is one
+    clear line before any frame is read, and nothing is written."""
+    a, b = write_clip(tmp_path / "a.avi", clips[0]), write_clip(tmp_path / "b.avi", clips[1])
+    out = tmp_path / "fused.avi"
+    assert main(["video", str(a), str(b), "-o", str(out), "--steps", "4", "--warm-start", "2", "-q"]) == 0
+    assert len(read_clip(out)[0]) == 4
+    bad = tmp_path / "bad.avi"
+    assert main(["video", str(a), str(b), "-o", str(bad), "--steps", "4", "--warm-start", "3"]) == 2
+    assert "stream_warm_start must be a multiple of dig_every (2) below steps (4), got 3" in capsys.readouterr().err
+    assert not bad.exists() and not leftovers(tmp_path)
