@@ -118,7 +118,7 @@ def build_parser(external: External) -> argparse.ArgumentParser:
     p.add_argument("--warm-start", type=int, default=0, metavar="STEP",
                    help="temporal mode: start each frame after a key frame at this step from the last fused one "
                         "(a multiple of --dig-every below --steps; 4 at ivf's 6 steps: 1.6 s per 640x480 frame "
-                        "instead of 4.6 on a 2-core CPU, docs/BENCHMARKS.md section 6; default 0: off)")
+                        "instead of 4.6 on a 2-core CPU, docs/BENCHMARKS.md section 5; default 0: off)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary (warnings still show)")
     add_settings_options(p)
     p.set_defaults(func=_video)

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-# A key frame every 8 frames (as steady as every 4 on a panning camera, docs/BENCHMARKS.md section 6), and at
+# A key frame every 8 frames (as steady as every 4 on a panning camera, docs/BENCHMARKS.md section 5), and at
 # once when the sources' thumbnails differ from the key frame's by more than 0.05 (mean absolute difference,
 # luminance in [0, 1]). Measured on 15 ivf pairs at 320x240: sensor noise of sigma 1.5 grey levels moves it
 # 0.0005, a 16-px pan 0.015 to 0.079 (median 0.033), a cut to the next pair 0.077 to 0.42 (median 0.20).
