@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -22,6 +22,11 @@ OUTPUT_NAMES = (OUTPUT_Y,)
 # Batch, height and width vary from call to call; channels are fixed by the model.
 DYNAMIC_AXES: Dict[str, Dict[int, str]] = {INPUT_X: {0: "N", 2: "H", 3: "W"}, INPUT_T: {0: "N"},
                                            OUTPUT_Y: {0: "N", 2: "H", 3: "W"}}
+FLOAT32 = "float32"  # every model tensor's element type, as backends name it for ``check_io``
+
+# A model tensor as a backend reports it: element type and dimensions, None where the model leaves one dynamic.
+Dims = Tuple[Optional[int], ...]
+TensorSpec = Tuple[str, Dims]
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,32 @@ class ModelInfo:
                  "learn_sigma": self.learn_sigma, "multiple": self.multiple,
                  "precision": self.precision, "config": self.config}
         return {MODEL_KEY: json.dumps(model, sort_keys=True), SCHEDULE_KEY: json.dumps(self.schedule, sort_keys=True)}
+
+
+def check_io(inputs: Mapping[str, TensorSpec], outputs: Mapping[str, TensorSpec], info: ModelInfo,
+             source: str) -> None:
+    """Refuse a model whose tensors are not the declared ones (names, float32, ranks, dynamic N/H/W,
+    channel counts matching the metadata), so a wrong file fails when opened, not in the middle of a fusion."""
+    for role, tensors, names in (("inputs", inputs, INPUT_NAMES), ("outputs", outputs, OUTPUT_NAMES)):
+        if sorted(tensors) != sorted(names):
+            raise ModelError(f"{source}: model {role} are {', '.join(sorted(tensors)) or 'none'}, "
+                             f"dig2dig models have {role} {', '.join(names)}")
+    expected: Dict[str, Dims] = {INPUT_X: (None, info.in_channels, None, None), INPUT_T: (None,),
+                                 OUTPUT_Y: (None, info.out_channels, None, None)}
+    for name, (dtype, dims) in {**inputs, **outputs}.items():
+        axes = [DYNAMIC_AXES[name].get(axis, "C") for axis in range(len(expected[name]))]
+        if dtype != FLOAT32:
+            raise ModelError(f"{source}: model tensor {name} is {dtype}, dig2dig models take and return {FLOAT32}")
+        if len(dims) != len(axes):
+            raise ModelError(f"{source}: model tensor {name} has rank {len(dims)}, "
+                             f"expected {len(axes)} ([{', '.join(axes)}])")
+        for axis, (size, want) in enumerate(zip(dims, expected[name])):
+            if want is None and size is not None:
+                raise ModelError(f"{source}: model tensor {name} has a fixed {axes[axis]} of {size}, "
+                                 f"dig2dig models take any {axes[axis]}")
+            if want is not None and size is not None and size != want:
+                raise ModelError(f"{source}: model tensor {name} has {size} channel(s), "
+                                 f"the model metadata says {want}")
 
 
 class Runner(ABC):

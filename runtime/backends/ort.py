@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ..errors import ModelError
-from .base import INPUT_T, INPUT_X, OUTPUT_Y, ModelInfo, Runner
+from .base import FLOAT32, INPUT_T, INPUT_X, OUTPUT_Y, ModelInfo, Runner, TensorSpec, check_io
+
+
+def tensor_specs(args: Sequence[Any]) -> Dict[str, TensorSpec]:
+    """onnxruntime's ``NodeArg`` list as ``check_io`` takes it (symbolic or unknown dimensions are None)."""
+    return {arg.name: (FLOAT32 if arg.type == "tensor(float)" else arg.type,
+                       tuple(d if isinstance(d, int) else None for d in arg.shape or ())) for arg in args}
 
 
 class OrtRunner(Runner):
@@ -39,6 +45,7 @@ class OrtRunner(Runner):
             raise ModelError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from exc
         props = self.session.get_modelmeta().custom_metadata_map
         self.info = ModelInfo.from_metadata(props, path)
+        check_io(tensor_specs(self.session.get_inputs()), tensor_specs(self.session.get_outputs()), self.info, path)
         self.path = path
         self.providers = self.session.get_providers()
         on_cpu = self.providers[0] == "CPUExecutionProvider"

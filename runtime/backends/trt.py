@@ -16,7 +16,7 @@ import numpy as np
 
 from ...kernels.device import CudaError, DeviceOwner, PrimaryContext, check_array
 from ..errors import InputError, ModelError
-from .base import INPUT_NAMES, INPUT_T, INPUT_X, OUTPUT_NAMES, OUTPUT_Y, ModelInfo, Runner
+from .base import FLOAT32, INPUT_T, INPUT_X, OUTPUT_Y, ModelInfo, Runner, TensorSpec, check_io
 from .plan_file import Profile, check_device, check_tensorrt_version, read_plan
 
 if TYPE_CHECKING:
@@ -94,21 +94,17 @@ class TrtRunner(DeviceOwner, Runner):
         self._shapes: Dict[int, Shape4] = {}  # the input shape each context is set to
 
     def _check_io(self) -> None:
-        """Float32 inputs ``x``, ``t`` and output ``y`` (the ONNX contract), and the header's profiles."""
+        """The declared float32 tensors ``x``, ``t`` and ``y`` (``check_io``), and the header's profiles."""
         import tensorrt as trt
 
         engine = self._engine
-        names = sorted(engine.get_tensor_name(i) for i in range(engine.num_io_tensors))
-        if names != sorted(INPUT_NAMES + OUTPUT_NAMES):
-            raise ModelError(f"{self.path}: engine tensors are {names}, expected inputs "
-                             f"{', '.join(INPUT_NAMES)} and output {', '.join(OUTPUT_NAMES)}")
-        modes = [(name, trt.TensorIOMode.INPUT) for name in INPUT_NAMES]
-        for name, mode in modes + [(name, trt.TensorIOMode.OUTPUT) for name in OUTPUT_NAMES]:
-            if engine.get_tensor_mode(name) != mode:
-                raise ModelError(f"{self.path}: engine tensor {name} is not an {mode.name.lower()}")
-            if engine.get_tensor_dtype(name) != trt.float32:
-                raise ModelError(f"{self.path}: engine tensor {name} is {engine.get_tensor_dtype(name).name}, "
-                                 "dig2dig engines take and return float32")
+        specs: Dict[bool, Dict[str, TensorSpec]] = {True: {}, False: {}}  # by "is an input"
+        for name in (engine.get_tensor_name(i) for i in range(engine.num_io_tensors)):
+            dtype, dims = engine.get_tensor_dtype(name), engine.get_tensor_shape(name)
+            specs[engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT][name] = (
+                FLOAT32 if dtype == trt.float32 else dtype.name,
+                tuple(None if dims[i] < 0 else int(dims[i]) for i in range(len(dims))))
+        check_io(specs[True], specs[False], self.info, self.path)
         if engine.num_optimization_profiles != len(self.profiles):
             raise ModelError(f"{self.path}: engine has {engine.num_optimization_profiles} optimisation profiles, "
                              f"the plan header lists {len(self.profiles)}")
