@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import io
+from . import io, preflight
 from ..models import DEFAULT_DIR, PRECISIONS
 from .backends.base import Runner
 from .checksums import verify
@@ -88,8 +88,8 @@ def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] 
          progress: Optional[Callable[[int, int], None]] = None, precision: str = "fp32") -> FusionResult:
     """Fuse source ``a`` and ``b`` (roles per ``task``, see ``settings.TASKS``) into one image.
 
-    Reads the files, then fuses them with a :class:`~dig2dig.runtime.fuser.Fuser` on ``runner`` (or one
-    it opens from :func:`choose_model` and closes). ``settings`` defaults to ``settings.resolve(task)``,
+    Fuses them with a :class:`~dig2dig.runtime.fuser.Fuser` on ``runner`` (or one it opens from
+    :func:`choose_model` and closes, before reading the files: a bad model fails first). ``settings`` defaults to ``settings.resolve(task)``,
     the task's defaults; ``precision`` ``int8`` runs the bundled INT8 prior.
 
     ``init_noise`` replaces the seeded x_T (shape ``(C, H', W')`` at the padded size);
@@ -100,9 +100,10 @@ def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] 
     check_task(task)
     model = choose_model(model, precision)
     start = time.perf_counter()
-    sources = prepare_sources([a, b], resize)
-    read = time.perf_counter() - start
-    with Fuser(task, model, backend, settings, runner) as fuser:
+    with Fuser(task, model, backend, settings, runner) as fuser:  # a bad model fails before the sources are read
+        reading = time.perf_counter()
+        sources = prepare_sources([a, b], resize)
+        read = time.perf_counter() - reading
         result = fuser.fuse_sources(sources, init_noise=init_noise, stretch=stretch, progress=progress)
     result.seconds = {"io": read, **result.seconds, "total": time.perf_counter() - start}
     return result
@@ -115,5 +116,6 @@ def pad_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
 
 
 def save(result: FusionResult, path: PathLike) -> None:
-    """Write the fused image atomically (format from the extension)."""
-    io.write_image(str(path), result.image)
+    """Write the fused image atomically (format from the extension); ``preflight.output_image`` checks ``path``
+    the same way, to call before a long fusion."""
+    io.write_image(preflight.output_image(path), result.image)

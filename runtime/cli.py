@@ -20,10 +20,11 @@ External = Mapping[str, Tuple[str, Callable[[List[str]], int]]]
 
 
 def _fuse(args: argparse.Namespace) -> int:
-    from . import api, io
+    from . import api, io, preflight
 
-    init_noise = io.read_npy(args.init_noise) if args.init_noise else None
     settings = settings_from_args(args)
+    preflight.fuse_outputs(args.output, args.save_raw, args.save_dig_maps)
+    init_noise = preflight.init_noise(args.init_noise)
     with Progress("fuse", settings.steps, quiet=args.quiet) as bar:
         result = api.fuse(args.a, args.b, task=args.task, model=model_from_args(args), backend=args.backend,
                           settings=settings, init_noise=init_noise, resize=args.resize,
@@ -97,7 +98,7 @@ def build_parser(external: External) -> argparse.ArgumentParser:
     advanced = add_settings_options(p)
     advanced.add_argument("--init-noise", metavar="F.npy", help="x_T (C, H, W) at the padded size")
     advanced.add_argument("--save-raw", metavar="F.npy", help="the final model-space sample, before post-processing")
-    advanced.add_argument("--save-dig-maps", metavar="DIR", help="a PNG of the DIG weights at each refresh")
+    advanced.add_argument("--save-dig-maps", metavar="DIR", help="a PNG of the DIG weights at each refresh (the folder is made if missing)")
     p.set_defaults(func=_fuse)
 
     p = sub.add_parser("video", help="fuse two videos, image sequences or cameras frame by frame",

@@ -7,8 +7,7 @@ from typing import Any, Dict, List, Sequence
 import cv2
 import numpy as np
 
-from . import io
-from .errors import InputError
+from . import io, preflight
 
 TILE_WIDTH = 256
 LABEL_HEIGHT = 22
@@ -32,10 +31,11 @@ def montage(refreshes: List[Dict[str, Any]], names: Sequence[str]) -> np.ndarray
 
 
 def save_montages(folder: str, refreshes: List[Dict[str, Any]], names: Sequence[str]) -> str:
-    """Write ``folder/dig_weights.png`` (nothing when DIG never ran); returns its path."""
-    if not os.path.isdir(folder):
-        raise InputError(f"{folder}: --save-dig-maps folder does not exist")
+    """Write ``folder/dig_weights.png`` (nothing when DIG never ran), making ``folder`` if missing in a folder
+    that exists (``preflight.output_folder``); returns its path."""
+    preflight.output_folder(folder)
     path = os.path.join(folder, "dig_weights.png")
     if refreshes:
+        os.makedirs(folder, exist_ok=True)
         io.write_image(path, montage(refreshes, names))
     return path

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from . import api, io
+from . import api, io, preflight
 from .backends.base import Runner
 from .checksums import sha256
 from .errors import InputError
@@ -231,8 +231,8 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str], setti
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise InputError(f"unknown method(s) {', '.join(unknown) or '(none)'} (choose from {', '.join(METHODS)})")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(preflight.output_folder(out))
+    out.mkdir(exist_ok=True)
     check_run(out, run_record(settings, max_side, model))
     folder = Path(sources or out / "sources") / f"max{max_side}"
     rows = read_rows(out / PER_PAIR)
@@ -367,7 +367,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
                               description="Fuse and score every pair of a folder with several methods: "
                                           "per_pair.csv, summary.csv and report.md in OUTDIR.")
     p.add_argument("--data", required=True, help="folder laid out TASK/DATASET/{a,b}/NAME.*, or with manifest.csv")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder; a rerun resumes it")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder, made if missing in a folder that exists; a rerun resumes it")
     p.add_argument("--methods", default="dig,static", help=f"comma-separated, of {', '.join(METHODS)} "
                                                           "(default dig,static)")
     p.add_argument("--dataset", help="only this dataset's pairs")

@@ -25,7 +25,7 @@ from typing import Callable, Iterator, List, Optional, Tuple, Union
 import cv2
 import numpy as np
 
-from . import io
+from . import io, preflight
 from .errors import InputError
 
 # Containers by extension, with a codec every OpenCV build with FFmpeg writes.
@@ -178,20 +178,12 @@ def output_target(out: str) -> OutputTarget:
             pattern % 0
         except (TypeError, ValueError) as exc:
             raise InputError(f"{out}: not a pattern with one frame number, such as out/%05d.png") from exc
-        extension = os.path.splitext(out)[1].lower()
-        if extension not in io.WRITE_DEPTHS:
-            raise InputError(f"{out}: unknown image extension '{extension}' "
-                             f"(use one of {', '.join(sorted(io.WRITE_DEPTHS))})")
+        preflight.check_extension(out, io.WRITE_DEPTHS, "image")
         target = OutputTarget(os.path.dirname(out) or ".", pattern)
     else:
-        extension = os.path.splitext(out)[1].lower()
-        if extension not in VIDEO_CODECS:
-            raise InputError(f"{out}: unknown video extension '{extension}' (use one of "
-                             f"{', '.join(sorted(VIDEO_CODECS))}, a folder/ or a pattern such as out/%05d.png)")
-        target = OutputTarget(out)
-    parent = os.path.dirname(os.path.abspath(target.path))
-    if not os.path.isdir(parent):
-        raise InputError(f"{out}: output directory {parent} does not exist")
+        preflight.output_file(out, VIDEO_CODECS, "video", or_else="a folder/ or a pattern such as out/%05d.png")
+        return OutputTarget(out)
+    preflight.output_folder(target.path)
     return target
 
 
