@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from . import io, preflight
-from .errors import InputError
+from .errors import InputError, NumericalError
 
 # Containers by extension, with a codec every OpenCV build with FFmpeg writes.
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
@@ -285,6 +285,7 @@ class VideoSummary:
     output: str
     fused: int = 0
     skipped: int = 0
+    dropped: int = 0  # pairs whose fusion gave NaN/Inf
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -293,10 +294,12 @@ class VideoSummary:
         return self.fused / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        """One line: fused 4 frames, skipped 1, 2.0 s, 2.00 frames/s -> out.mp4."""
+        """One line: fused 4 frames, skipped 1, 2.0 s, 2.00 frames/s -> out.mp4 (and dropped N (NaN/Inf) after
+        the skipped count when there were such pairs)."""
         where = self.output if self.fused else "nothing written"
         stop = " (interrupted)" if self.interrupted else ""
-        return (f"fused {self.fused} frames, skipped {self.skipped}, {self.seconds:.1f} s, "
+        dropped = f", dropped {self.dropped} (NaN/Inf)" if self.dropped else ""
+        return (f"fused {self.fused} frames, skipped {self.skipped}{dropped}, {self.seconds:.1f} s, "
                 f"{self.fps:.2f} frames/s -> {where}{stop}")
 
 
@@ -316,7 +319,8 @@ def fuse_video(a: Union[str, FrameInput], b: Union[str, FrameInput], out: str, f
 
     ``a`` and ``b`` are specs for :func:`open_input` or inputs it opened; ``out`` is read by :func:`output_target`.
     Inputs of unequal length raise :class:`UnequalLengths` once the output is finalised, unless ``shortest``.
-    A pair with a frame that cannot be decoded is skipped and ``warn`` (default: stderr) names it. The video
+    A pair with a frame that cannot be decoded is skipped, and one whose fusion gives NaN/Inf (``NumericalError``)
+    is dropped, each counted in the summary and named to ``warn`` (default: stderr); the run goes on. The video
     runs at ``fps``, else A's frame rate, else ``DEFAULT_FPS``. ``side_by_side`` writes A | B | fused.
     ``progress`` gets the count of fused frames. Ctrl-C stops the run as the end of an input would.
     """
@@ -325,14 +329,21 @@ def fuse_video(a: Union[str, FrameInput], b: Union[str, FrameInput], out: str, f
     if fps is not None and not fps > 0:
         raise InputError(f"fps must be > 0, got {fps}")
     target = output_target(out)
+    note = warn or _warn
     ended: Optional[UnequalLengths] = None
     with _opened(a) as first, _opened(b) as second:
         summary = VideoSummary(out)
         start = time.perf_counter()
         with open_output(target, fps or first.fps or DEFAULT_FPS) as output:
             try:
-                for label, pixels_a, pixels_b in _pairs(first, second, summary, shortest, warn or _warn):
-                    output.write(_output_frame(fuser, label, pixels_a, pixels_b, side_by_side))
+                for label, pixels_a, pixels_b in _pairs(first, second, summary, shortest, note):
+                    try:
+                        frame = _output_frame(fuser, label, pixels_a, pixels_b, side_by_side)
+                    except NumericalError as exc:
+                        note(f"dig2dig: warning: dropped {label}: {exc}")
+                        summary.dropped += 1
+                        continue
+                    output.write(frame)
                     summary.fused += 1
                     if progress is not None:
                         progress(summary.fused)

@@ -13,7 +13,8 @@ import pytest
 from conftest import pair
 from dig2dig.cli import main
 from dig2dig.runtime import api, video
-from dig2dig.runtime.errors import InputError, NumericalError
+from dig2dig.runtime.backends.base import Runner
+from dig2dig.runtime.errors import InputError, ModelError
 from dig2dig.runtime.fuser import Fuser
 from dig2dig.runtime.progress import Progress
 from dig2dig.runtime.settings import resolve
@@ -173,14 +174,14 @@ def raise_on_call(monkeypatch: pytest.MonkeyPatch, number: int, error: BaseExcep
 def test_failure_midway_leaves_no_partial_output(clips: Tuple[Clip, Clip], tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture) -> None:
-    calls = raise_on_call(monkeypatch, 2, NumericalError("the fused image contains NaN or Inf values"))
+    calls = raise_on_call(monkeypatch, 2, ModelError("model.onnx: the backend failed"))
     a, b = write_clip(tmp_path / "a.avi", clips[0]), write_clip(tmp_path / "b.avi", clips[1])
     previous = tmp_path / "fused.avi"
     previous.write_bytes(b"previous result")
     for out in (previous, tmp_path / "seq" / "%02d.png"):
         calls.clear()
         assert run(a, b, "-o", str(out)) == 2
-        assert "NaN" in capsys.readouterr().err
+        assert "the backend failed" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.avi", "b.avi", "fused.avi"]
     assert previous.read_bytes() == b"previous result"
 
@@ -222,3 +223,35 @@ def test_warm_start_option(clips: Tuple[Clip, Clip], tmp_path: Path, capsys: pyt
     assert main(["video", str(a), str(b), "-o", str(bad), "--steps", "4", "--warm-start", "3"]) == 2
     assert "stream_warm_start must be a multiple of dig_every (2) below steps (4), got 3" in capsys.readouterr().err
     assert not bad.exists() and not leftovers(tmp_path)
+
+
+class NaNRunner(Runner):
+    """A real runner whose outputs turn to NaN while ``poisoned``."""
+
+    def __init__(self, runner: Runner):
+        self.runner, self.info, self.poisoned = runner, runner.info, False
+
+    def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        y = self.runner.denoise(x, t)
+        return np.full_like(y, np.nan) if self.poisoned else y
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_frame_with_nan_is_dropped_and_the_run_goes_on(stream: bool, clips: Tuple[Clip, Clip],
+                                                       tmp_path: Path) -> None:
+    """The model giving NaN on the second frame drops that frame with a warning naming it; the others are fused."""
+    a, b = write_clip(tmp_path / "a.avi", clips[0]), write_clip(tmp_path / "b.avi", clips[1])
+    out, notes, count = tmp_path / "fused.avi", [], [0]
+    with api.open_runner() as real:
+        runner = NaNRunner(real)
+        with Fuser("ivf", settings=resolve("ivf", steps=2), runner=runner, stream=stream) as fuser:
+            def second_poisoned(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+                count[0] += 1
+                runner.poisoned = count[0] == 2
+                return fuser(x, y)
+
+            summary = video.fuse_video(a, b, str(out), second_poisoned, warn=notes.append)
+    assert (summary.fused, summary.dropped) == (3, 1)
+    assert len(notes) == 1 and notes[0].startswith("dig2dig: warning: dropped frame 2 (") and "NaN" in notes[0]
+    assert "dropped 1 (NaN/Inf)" in summary.line()
+    assert len(read_clip(out)[0]) == 3 and not leftovers(tmp_path)
