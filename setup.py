@@ -41,7 +41,7 @@ setup(
         "eval": ["scipy>=1.7", "scikit-image>=0.19", "matplotlib>=3.5"],
         "test": [
             "pytest>=7", "torch>=2.1", "onnx>=1.14", "onnxscript", "safetensors>=0.4", "tqdm>=4.62",
-            "onnxruntime>=1.15", "scipy>=1.7", "scikit-image>=0.19", "mypy>=1.5",
+            "onnxruntime>=1.15", "scipy>=1.7", "scikit-image>=0.19", "mypy>=1.5", "hypothesis>=6",
         ],
     },
     entry_points={"console_scripts": ["dig2dig = dig2dig.cli:main"]},

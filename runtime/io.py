@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import io
 import os
+import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
@@ -31,6 +32,13 @@ HIGH_PERCENTILE = 99.5
 
 # Output formats by file extension, with the deepest sample each can hold.
 WRITE_DEPTHS = {".png": 16, ".tif": 16, ".tiff": 16, ".jpg": 8, ".jpeg": 8, ".bmp": 8}
+
+# Pixels a source may have. Reading a 50-megapixel colour image peaks near 2 GB (its float32 planes and
+# their colour conversion), the memory of a small Jetson; 48 MP phone sensors and 8K frames (33 MP)
+# still fit. A header can declare far more in a few hundred bytes (a decompression bomb), so the
+# size a PNG, JPEG, BMP or TIFF header declares is checked before anything is decoded.
+# ``--max-pixels`` sets this default; ``read_source``/``read_frame`` take ``max_pixels=`` per call.
+MAX_PIXELS = 50_000_000
 
 _SIGNATURES = {
     b"\x89PNG\r\n\x1a\n": "PNG",
@@ -61,21 +69,27 @@ class Source:
         return int(self.luma.shape[1])
 
 
-def read_source(path: PathLike) -> Source:
+def read_source(path: PathLike, max_pixels: Optional[int] = None) -> Source:
     """Read an 8/16-bit or float image (grey, RGB or RGBA; alpha dropped) into a ``Source``.
 
-    The samples are converted by :func:`source_from_pixels`; every problem is an ``InputError``
-    that names the file.
+    An image of more than ``max_pixels`` (default ``MAX_PIXELS``) is refused, from its header when
+    the format allows, before decoding. The samples are converted by :func:`source_from_pixels`;
+    every problem is an ``InputError`` that names the file.
     """
     name = os.fspath(path)
-    return source_from_pixels(name, _rgb_or_grey(name, _decode(name, _read_bytes(name))))
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    data = _read_bytes(name)
+    _check_pixels(name, _header_size(data), limit)
+    raw = _decode(name, data)
+    _check_pixels(name, raw.shape[:2], limit)
+    return source_from_pixels(name, _rgb_or_grey(name, raw))
 
 
-def read_frame(name: str, frame: np.ndarray) -> Source:
+def read_frame(name: str, frame: np.ndarray, max_pixels: Optional[int] = None) -> Source:
     """A frame in memory as OpenCV gives it, uint8 or uint16 (H, W) grey or (H, W, 3) BGR, as a ``Source``.
 
-    Converted by :func:`source_from_pixels`, as a file of the same samples; any other frame is an
-    ``InputError`` naming ``name``.
+    Converted by :func:`source_from_pixels`, as a file of the same samples; a frame of more than
+    ``max_pixels`` (default ``MAX_PIXELS``) or any other frame is an ``InputError`` naming ``name``.
     """
     if not isinstance(frame, np.ndarray):
         raise InputError(f"{name}: expected a numpy array, got {type(frame).__name__}")
@@ -85,6 +99,7 @@ def read_frame(name: str, frame: np.ndarray) -> Source:
         raise InputError(f"{name}: unsupported frame shape {frame.shape} (use (H, W) grey or (H, W, 3) BGR)")
     if frame.size == 0:
         raise InputError(f"{name}: empty frame of shape {frame.shape}")
+    _check_pixels(name, frame.shape[:2], MAX_PIXELS if max_pixels is None else max_pixels)
     return source_from_pixels(name, frame if frame.ndim == 2 else frame[..., ::-1])
 
 
@@ -119,9 +134,89 @@ def _read_bytes(name: str) -> bytes:
     return data
 
 
+def _check_pixels(name: str, size: Optional[Tuple[int, ...]], limit: int) -> None:
+    """Refuse a (height, width) of more than ``limit`` pixels; None (size unknown) passes."""
+    if size is not None and size[0] * size[1] > limit:
+        raise InputError(f"{name}: {size[0]}x{size[1]} pixels (height x width, {size[0] * size[1] / 1e6:.1f} "
+                         f"megapixels) exceed the limit of {limit} pixels; if the image is genuine, raise it "
+                         "with --max-pixels N (max_pixels= in Python)")
+
+
+def _header_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(height, width) as a PNG, JPEG, BMP or TIFF header declares them; None if not found."""
+    try:
+        if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
+            width, height = struct.unpack_from(">II", data, 16)
+            return height, width
+        if data.startswith(b"\xff\xd8"):
+            return _jpeg_size(data)
+        if data.startswith(b"BM"):
+            width, height = struct.unpack_from("<HH" if data[14:18] == b"\x0c\0\0\0" else "<ii", data, 18)
+            return abs(height), abs(width)
+        if data[:2] in (b"II", b"MM"):
+            return _tiff_size(data, "<" if data[:2] == b"II" else ">")
+    except struct.error:
+        pass
+    return None
+
+
+# JPEG start-of-frame markers (every SOFn but DHT C4, JPG C8 and DAC CC), and those with no length.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_BARE = frozenset(range(0xD0, 0xD8)) | {0x01}
+
+
+def _jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(height, width) of the first JPEG frame header; bytes between segments that start no marker are
+    skipped, as libjpeg skips them."""
+    at = 2
+    while at + 1 < len(data):
+        marker = data[at + 1]
+        if data[at] != 0xFF or marker in (0x00, 0xFF):
+            at += 1
+        elif marker in _JPEG_BARE:
+            at += 2
+        elif marker in _JPEG_SOF:
+            height, width = struct.unpack_from(">HH", data, at + 5)
+            return height, width
+        elif marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
+            return None
+        else:
+            at += 2 + struct.unpack_from(">H", data, at + 2)[0]
+    return None
+
+
+# TIFF (magic 42) and BigTIFF (43): where the first IFD's offset is and its format, the format of the
+# IFD's entry count, the size of an entry (tag, type, count, value) and where its value is.
+_TIFF_LAYOUTS = {42: (4, "I", "H", 12, 8), 43: (8, "Q", "Q", 20, 12)}
+_TIFF_VALUE = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8
+
+
+def _tiff_size(data: bytes, order: str) -> Optional[Tuple[int, int]]:
+    """(height, width) from the ImageLength and ImageWidth tags of a TIFF's first IFD."""
+    (magic,) = struct.unpack_from(order + "H", data, 2)
+    if magic not in _TIFF_LAYOUTS:
+        return None
+    at, offset, count, size, value = _TIFF_LAYOUTS[magic]
+    (ifd,) = struct.unpack_from(order + offset, data, at)
+    if ifd >= len(data):
+        return None
+    (entries,) = struct.unpack_from(order + count, data, ifd)
+    start = ifd + struct.calcsize(count)
+    tags = {}
+    for entry in range(start, start + size * min(entries, (len(data) - start) // size), size):
+        tag, kind = struct.unpack_from(order + "HH", data, entry)
+        if tag in (256, 257) and kind in _TIFF_VALUE:
+            tags[tag] = struct.unpack_from(order + _TIFF_VALUE[kind], data, entry + value)[0]
+    return (tags[257], tags[256]) if len(tags) == 2 else None
+
+
 def _decode(name: str, data: bytes) -> np.ndarray:
     """Decode with OpenCV from bytes (one read; also works for non-ASCII paths on Windows)."""
-    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except (cv2.error, MemoryError) as exc:
+        reason = getattr(exc, "err", "") or type(exc).__name__
+        raise InputError(f"{name}: {_why_undecodable(data)} (the decoder failed: {reason})") from exc
     if raw is None:
         raise InputError(f"{name}: {_why_undecodable(data)}")
     if raw.size == 0 or raw.shape[0] == 0 or raw.shape[1] == 0:

@@ -7,6 +7,7 @@ import argparse
 from typing import Any, Dict, Optional, Tuple
 
 from ..models import PRECISIONS
+from . import io
 from .settings import TASK_FIELDS, TASKS, Settings, load_config, resolve, task_default_text
 
 _DEFAULTS = Settings()
@@ -33,10 +34,21 @@ def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+class _MaxPixels(argparse.Action):
+    """``--max-pixels N``: sets ``io.MAX_PIXELS``, the limit every source and frame read afterwards checks."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        if values < 1:
+            parser.error(f"{option_string}: expected a positive number of pixels, got {values}")
+        io.MAX_PIXELS = values
+        setattr(namespace, self.dest, values)
+
+
 def add_settings_options(p: argparse.ArgumentParser, task_default: Optional[str] = "ivf") -> "argparse._ArgumentGroup":
-    """``--task``, ``--model``, ``--backend``, ``--precision``, ``--steps``, ``--seed``, ``--config`` and, in an
-    "advanced" group, one option per tuning knob of :class:`Settings` (its default in the help). Returns the
-    "advanced" group, for a command's own rarely used options."""
+    """``--task``, ``--model``, ``--backend``, ``--precision``, ``--steps``, ``--seed``, ``--config``,
+    ``--max-pixels`` and, in an "advanced" group, one option per tuning knob of :class:`Settings` (its default
+    in the help). Returns the "advanced" group, for a command's own rarely used options."""
     p.add_argument("--task", default=task_default, choices=list(TASKS), metavar="TASK",
                    help=f"{', '.join(TASKS)}: the roles of A and B and the defaults"
                         + (f" (default {task_default})" if task_default else " (default: each pair's)"))
@@ -49,6 +61,9 @@ def add_settings_options(p: argparse.ArgumentParser, task_default: Optional[str]
     p.add_argument("--seed", type=int, metavar="K", help=f"seed of the start noise (default {_DEFAULTS.seed})")
     p.add_argument("--config", metavar="FILE.json",
                    help="saved settings: a JSON object of setting names and values; options given here win")
+    p.add_argument("--max-pixels", type=int, action=_MaxPixels, metavar="N",
+                   help="refuse a source of more than N pixels, checked from its header before decoding "
+                        f"(default {io.MAX_PIXELS})")
     advanced = p.add_argument_group("advanced", "tuning knobs; the defaults are justified in docs/QUALITY.md")
     for field, kind, choices, text in ADVANCED:
         default = getattr(_DEFAULTS, field)

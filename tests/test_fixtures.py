@@ -11,7 +11,7 @@ import cv2
 from conftest import DATA, PAIRS
 
 SUMS = DATA / "SHA256SUMS"
-FOLDERS = ("reference", "pairs", "train")
+FOLDERS = ("reference", "pairs", "train", "fuzz")
 
 
 def listed() -> Dict[str, str]:

@@ -1,6 +1,7 @@
 """Reading, pairing, colour handling and atomic writing of images (runtime/io.py)."""
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -8,14 +9,16 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import pair
+from conftest import DATA, pair
 from dig2dig.runtime import io as imageio
 from dig2dig.runtime.errors import InputError, NumericalError
+from dig2dig.runtime.options import add_settings_options
 
 TNO_IR, TNO_VIS = pair("ivf", "10")
 MSRS_IR, MSRS_VIS = pair("ivf", "00055D")
 ROAD_VIS = pair("ivf", "FLIR_00977")[1]
 MEF_UNDER, MEF_OVER = pair("mef", "Chair")
+FUZZ = DATA / "fuzz"
 
 
 def rgb_of(path: Path) -> np.ndarray:
@@ -185,6 +188,60 @@ def test_error_zero_size(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="zero height or width") as error:
         imageio.read_source(path)
     assert_names(error, path)
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg", ".bmp", ".tif"])
+def test_decompression_bomb_is_refused_from_its_header(extension, monkeypatch):
+    """A few KB declaring 60000x60000 pixels: refused before decoding, with the size and the limit."""
+    path = FUZZ / f"bomb_60000x60000{extension}"
+    monkeypatch.setattr(imageio.cv2, "imdecode", lambda data, flags: pytest.fail("decoded"))
+    with pytest.raises(InputError, match=r"60000x60000 pixels .* limit of 50000000 pixels.*--max-pixels") as error:
+        imageio.read_source(path)
+    assert_names(error, path)
+
+
+def test_max_pixels_is_a_limit_per_call_and_a_module_default(monkeypatch):
+    height, width = cv2.imread(str(TNO_IR), cv2.IMREAD_UNCHANGED).shape[:2]
+    assert imageio.read_source(TNO_IR, max_pixels=height * width).height == height
+    with pytest.raises(InputError, match=f"{height}x{width} pixels") as error:
+        imageio.read_source(TNO_IR, max_pixels=height * width - 1)
+    assert_names(error, TNO_IR)
+    monkeypatch.setattr(imageio, "MAX_PIXELS", height * width - 1)
+    with pytest.raises(InputError, match="limit"):
+        imageio.read_source(TNO_IR)
+    with pytest.raises(InputError, match="frame 7: .*limit"):
+        imageio.read_frame("frame 7", np.zeros((height, width), np.uint8))
+
+
+def test_header_sizes_of_every_format():
+    for path in sorted(FUZZ.glob("seed_*")):
+        assert imageio._header_size(path.read_bytes()) == (24, 32), path.name
+    big_endian_tiff = b"MM\0*" + (8).to_bytes(4, "big") + (2).to_bytes(2, "big") + \
+        bytes.fromhex("0100 0004 00000001 00012345 0101 0003 00000001 00070000")
+    assert imageio._header_size(big_endian_tiff) == (7, 0x12345)
+    big_tiff = b"II+\0\x08\0\0\0" + (16).to_bytes(8, "little") + (1).to_bytes(8, "little") + \
+        (256).to_bytes(2, "little") + (16).to_bytes(2, "little") + (1).to_bytes(8, "little") + (9).to_bytes(8, "little")
+    assert imageio._header_size(big_tiff) is None  # no ImageLength tag
+    assert imageio._header_size(b"\xff\xd8\xff\xe0\x00\x10JFIF") is None
+
+
+def test_decoder_errors_become_input_errors(tmp_path):
+    """Past OpenCV's own limit its decoder raises; the reader names the file instead of a traceback."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes((FUZZ / "bomb_60000x60000.png").read_bytes())
+    with pytest.raises(InputError, match="the decoder failed") as error:
+        imageio.read_source(path, max_pixels=60000 * 60000)
+    assert_names(error, path)
+
+
+def test_max_pixels_option_sets_the_default(monkeypatch):
+    monkeypatch.setattr(imageio, "MAX_PIXELS", imageio.MAX_PIXELS)
+    parser = argparse.ArgumentParser()
+    add_settings_options(parser)
+    assert parser.parse_args(["--max-pixels", "120000000"]).max_pixels == 120_000_000
+    assert imageio.MAX_PIXELS == 120_000_000
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--max-pixels", "0"])
 
 
 def test_size_mismatch_names_both_files_and_resize_fixes_it():
