@@ -28,7 +28,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the mutations (default 0)")
     p.add_argument("--workdir", type=Path, help="where each input is written (default: a temporary folder)")
     args = p.parse_args(argv)
-    seeds = {**cases.encoded_seeds(), **cases.corpus()}
+    seeds = cases.seeds()
     names = sorted(seeds)
     rng = random.Random(args.seed)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fuzz_reader_"))

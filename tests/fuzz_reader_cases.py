@@ -71,6 +71,13 @@ def corpus() -> Dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(CORPUS.iterdir())}
 
 
+def seeds() -> Dict[str, bytes]:
+    """The corpus, plus as ``fresh_*`` the seeds encoded here where this OpenCV encodes them otherwise."""
+    committed = corpus()
+    fresh = {f"fresh_{name}": data for name, data in encoded_seeds().items() if committed.get(name) != data}
+    return {**committed, **fresh}
+
+
 def set_size(data: bytes, height: int, width: int) -> bytes:
     """``data`` with the size its PNG, JPEG, BMP or TIFF header declares rewritten (the PNG CRC kept valid)."""
     if data.startswith(b"\x89PNG") and len(data) >= 33:
