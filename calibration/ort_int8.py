@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
@@ -115,7 +115,7 @@ def quantize_int8(onnx_path: Union[str, Path], out_path: Union[str, Path], calib
                         calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": PERCENTILE})
         quantized = onnx.load(str(staged))
         meta = _metadata(quantized)
-        meta.update(ModelInfo(**{**info.__dict__, "precision": "int8"}).to_metadata())
+        meta.update(replace(info, precision="int8").to_metadata())
         onnx.helper.set_model_props(quantized, meta)
         onnx.save_model(quantized, str(staged))
         onnx.checker.check_model(str(staged))

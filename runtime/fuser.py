@@ -123,7 +123,7 @@ class Fuser:
         multiple = self.runner.info.multiple
         padded = np.stack([pad_to_multiple(np.stack([s.luma for s in sources]) * 2.0 - 1.0, multiple)
                            for sources in batch]).astype(np.float32)
-        x_T = self._start(height, width, init_noise)
+        x_T = self._start((int(padded.shape[2]), int(padded.shape[3])), init_noise)
         traces = [Trace() for _ in batch]
         seconds: Dict[str, float] = {}
         if self.runner.on_device:  # a GPU backend: the whole loop stays on the device
@@ -178,30 +178,28 @@ class Fuser:
             state.sample = raw
         return raws
 
-    def _start(self, height: int, width: int, init_noise: Optional[np.ndarray]) -> np.ndarray:
-        """x_T for a frame of height x width: ``init_noise`` once its shape is checked, else the cached noise."""
-        state = self._state(height, width)
+    def _start(self, size: Tuple[int, int], init_noise: Optional[np.ndarray]) -> np.ndarray:
+        """x_T for a frame padded to ``size``: ``init_noise`` once its shape is checked, else the cached noise."""
+        state = self._state(size)
         if init_noise is None:
             return state.x_T
         if init_noise.shape != state.shape:
             raise InputError(f"--init-noise: shape {init_noise.shape} does not match the padded image {state.shape}")
         return init_noise
 
-    def _state(self, height: int, width: int) -> SizeState:
-        """The state of one frame size, made on its first frame; the least recently used size goes past
-        ``CACHED_SIZES``."""
-        key = (height, width)
-        if key in self._states:
-            self._states.move_to_end(key)
-            return self._states[key]
-        multiple = self.runner.info.multiple
-        shape = (self.runner.info.in_channels, height + -height % multiple, width + -width % multiple)
+    def _state(self, size: Tuple[int, int]) -> SizeState:
+        """The state of one padded frame size, made on its first frame; the least recently used size goes
+        past ``CACHED_SIZES``."""
+        if size in self._states:
+            self._states.move_to_end(size)
+            return self._states[size]
+        shape = (self.runner.info.in_channels,) + size
         x_T = initial_noise(shape, self.settings.seed)
         x_T.flags.writeable = False
-        self._states[key] = SizeState(shape, x_T)
+        self._states[size] = SizeState(shape, x_T)
         if len(self._states) > CACHED_SIZES:
             self._states.popitem(last=False)
-        return self._states[key]
+        return self._states[size]
 
     def close(self) -> None:
         """Close the runner if this Fuser opened it (a runner passed in stays open)."""
