@@ -6,11 +6,12 @@ gives the model: noised luminance crops at timesteps spread over the whole sched
 (:func:`dig2dig.calibration.int8.noised_batches`, the same reader as TensorRT's calibrator), taken at
 a high percentile of each histogram so that a few outliers do not stretch the range. Everything else
 stays float: the first and the last convolution (the image's own values, and the epsilon every
-step divides by sqrt(abar)), GroupNorm, SiLU, the residual sums and the attention; quantizing all of
-it costs 5-10 dB of the x0 estimate (docs/BENCHMARKS.md, INT8).
+step divides by sqrt(abar)), GroupNorm, SiLU, the residual sums and the attention (docs/BENCHMARKS.md,
+INT8).
 
 The file is the FP32 model's graph with QuantizeLinear/DequantizeLinear pairs around each quantized
-convolution and ``precision`` "int8" in its metadata; every backend that reads ONNX runs it as it is.
+convolution and ``precision`` "int8" in its metadata; onnxruntime runs it through the normal runner
+(``dig2dig export trt`` refuses it: TensorRT engines are built from the FP32 or FP16 export).
 """
 from __future__ import annotations
 
