@@ -15,8 +15,9 @@ import numpy as np
 
 # A key frame every 8 frames (as steady as every 4 on a panning camera, docs/BENCHMARKS.md section 5), and at
 # once when the sources' thumbnails differ from the key frame's by more than 0.05 (mean absolute difference,
-# luminance in [0, 1]). Measured on 15 ivf pairs at 320x240: sensor noise of sigma 1.5 grey levels moves it
-# 0.0005, a 16-px pan 0.015 to 0.079 (median 0.033), a cut to the next pair 0.077 to 0.42 (median 0.20).
+# luminance in [0, 1]). benchmarks/scene_change.py, 15 ivf pairs at 320x240: sensor noise of sigma 1.5 grey
+# levels moves it 0.0007, a 16-px pan 0.015 to 0.096 (median 0.041), a cut to the next pair 0.027 to 0.28
+# (median 0.16).
 STREAM_REFRESH_EVERY = 8
 SCENE_CHANGE = 0.05
 THUMB_SIDE = 32  # the long side (px) of the thumbnails compared: small enough to average sensor noise away
