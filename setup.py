@@ -25,7 +25,7 @@ setup(
     packages=list(PACKAGES),
     package_dir=PACKAGES,
     package_data={
-        "dig2dig.kernels": ["*.cu", "*.cuh"],
+        "dig2dig.kernels": ["*.cu", "*.cuh", "prebuilt/*.cubin", "prebuilt/*.ptx", "prebuilt/manifest.json"],
         "dig2dig.models": ["default/*"],
     },
     install_requires=[
@@ -42,6 +42,9 @@ setup(
         "test": [
             "pytest>=7", "torch>=2.1", "onnx>=1.14", "onnxscript", "safetensors>=0.4", "tqdm>=4.62",
             "onnxruntime>=1.15", "scipy>=1.7", "scikit-image>=0.19", "mypy>=1.5", "hypothesis>=6",
+            # CUDA 11.8's NVRTC and ptxas: build the kernels for sm_72 and rebuild the shipped binaries
+            # (kernels/prebuilt.py), byte for byte with this exact version.
+            "nvidia-cuda-nvrtc-cu11==11.8.89", "nvidia-cuda-nvcc-cu11==11.8.89",
         ],
     },
     entry_points={"console_scripts": ["dig2dig = dig2dig.cli:main"]},

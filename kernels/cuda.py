@@ -1,11 +1,16 @@
-"""CUDA launcher shared by all kernels: pycuda on the device's primary context, one stream, cached cubins.
+"""CUDA launcher shared by all kernels: pycuda on the device's primary context, one stream, shipped or compiled kernels.
 
 Context: the device's *primary* context (``Device(n).retain_primary_context()``, pushed for the
 lifetime of :class:`CudaKernels`) is the one the CUDA runtime uses, so TensorRT and these kernels
 share memory and can share the stream.
 
-Compilation: each ``kernels/<name>.cu`` is compiled once per device architecture with
-``nvcc -cubin -arch=sm_XY -O3 -std=c++14 --fmad=false -I kernels/``:
+Loading: each ``kernels/<name>.cu`` comes from the build shipped in ``kernels/prebuilt/``
+(``kernels/prebuilt.py``: cubins for sm_72, sm_87 and sm_90, PTX for newer GPUs), so a device needs
+no compiler. It is compiled with nvcc instead when that build no longer matches the source (an edited
+kernel), for GPUs older than sm_72, or for every kernel when ``DIG2DIG_COMPILE_KERNELS=1``.
+
+Compilation: ``nvcc -cubin -arch=sm_XY -O3 -std=c++14 --fmad=false -I kernels/``, once per
+device architecture (the shipped build uses the same language and floating-point options):
 
 - C++14 so that the CUDA 11.4 of JetPack 5 (Xavier, sm_72) builds the same source;
 - ``--fmad=false``: no fused multiply-add contraction, so every float operation rounds as NumPy's
@@ -16,9 +21,9 @@ Compilation: each ``kernels/<name>.cu`` is compiled once per device architecture
   2 ulp) and flushes denormals, loosening the agreement with the twins for no gain. Double
   precision (the RNG) is unaffected by that flag either way.
 
-Cache: cubins live in ``$DIG2DIG_CACHE`` (or ``~/.cache/dig2dig/kernels``) under a name holding a
-SHA-256 of the source, the kernels' headers, the options, the architecture and the nvcc version,
-so an edited kernel or a new toolkit recompiles and nothing stale is ever loaded.
+Cache: compiled cubins live in ``$DIG2DIG_CACHE`` (or ``~/.cache/dig2dig/kernels``) under a name
+holding a SHA-256 of the source, the headers it includes, the options, the architecture and the nvcc
+version, so an edited kernel or a new toolkit recompiles and nothing stale is ever loaded.
 
 pycuda, the primary context and the work buffers come from ``kernels/device.py``: importing this
 module never needs pycuda; using it without pycuda raises :class:`CudaError` with the fix.
@@ -41,9 +46,10 @@ from .color import RGB_FROM_YCBCR, YCBCR_FROM_RGB, YCBCR_OFFSET
 from .device import CudaError, DeviceOwner, PrimaryContext, check_array, cuda_gpuarray
 from .dig import check_box_window, check_dig_args
 from .em import check_power
+from .prebuilt import KERNEL_DIR, shipped_image, source_hashes
 from .rng import stream_key
 
-KERNEL_DIR = Path(__file__).resolve().parent
+COMPILE_ENV = "DIG2DIG_COMPILE_KERNELS"  # "1": compile every kernel from source, ignoring the shipped build
 NVCC_OPTIONS: Tuple[str, ...] = ("-O3", "-std=c++14", "--fmad=false")
 BLOCK = 256  # 1-D kernels
 HBOX_THREADS = 128  # dig.cu's HBOX_THREADS
@@ -118,8 +124,8 @@ def compile_cubin(name: str, arch: str, directory: Optional[Path] = None) -> Pat
     nvcc = find_nvcc()
     source = KERNEL_DIR / f"{name}.cu"
     digest = hashlib.sha256()
-    for part in (source, *sorted(KERNEL_DIR.glob("*.cuh"))):
-        digest.update(part.name.encode() + b"\0" + part.read_bytes() + b"\0")
+    for file, file_hash in sorted(source_hashes(name).items()):
+        digest.update(f"{file}\0{file_hash}\0".encode())
     digest.update(" ".join((arch, *NVCC_OPTIONS, nvcc_version(nvcc))).encode())
     directory = cache_dir() if directory is None else directory
     cubin = directory / f"{name}-{arch}-{digest.hexdigest()[:20]}.cubin"
@@ -205,16 +211,19 @@ class CudaKernels(DeviceOwner):
 
     Methods take pycuda ``GPUArray`` inputs and write into caller-allocated ``out`` arrays on
     :attr:`stream`, asynchronously; call :meth:`synchronize` before reading results on the host.
-    Small work buffers are allocated on first use and reused. ``directory`` overrides the cubin
-    cache folder (:func:`cache_dir`).
+    Small work buffers are allocated on first use and reused. Kernels load from the shipped build
+    for the device's compute capability unless ``DIG2DIG_COMPILE_KERNELS=1`` is set or the build no
+    longer matches its source (see the module docstring); ``directory`` overrides the folder of the
+    cubins compiled then (:func:`cache_dir`).
     """
 
     def __init__(self, device: int = 0, directory: Optional[Path] = None) -> None:
         self.open_device(PrimaryContext(device))
         self.gpuarray, self.device = cuda_gpuarray(), self.context.device
-        major, minor = self.context.compute_capability()
-        self.arch = f"sm_{major}{minor}"
+        self.capability = self.context.compute_capability()
+        self.arch = "sm_{}{}".format(*self.capability)
         self.directory = directory
+        self.compile_from_source = os.environ.get(COMPILE_ENV) == "1"
         self._modules: Dict[str, Any] = {}
         self._functions: Dict[str, Any] = {}
 
@@ -223,10 +232,16 @@ class CudaKernels(DeviceOwner):
         if name not in self._functions:
             module, arg_types = KERNELS[name]
             if module not in self._modules:
-                cubin = compile_cubin(module, self.arch, self.directory)
-                self._modules[module] = self.driver.module_from_file(str(cubin))
+                self._modules[module] = self._load_module(module)
             self._functions[name] = self._modules[module].get_function(name).prepare(arg_types)
         return self._functions[name]
+
+    def _load_module(self, name: str) -> Any:
+        """``kernels/<name>.cu`` loaded on the device: the shipped build, else compiled with nvcc."""
+        image = None if self.compile_from_source else shipped_image(name, self.capability)
+        if image is not None:
+            return self.driver.module_from_buffer(image)
+        return self.driver.module_from_file(str(compile_cubin(name, self.arch, self.directory)))
 
     def _launch_1d(self, name: str, count: int, *args: Any) -> None:
         self.function(name).prepared_async_call(

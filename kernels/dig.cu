@@ -21,6 +21,7 @@
 #define VBOX_X 32
 #define VBOX_Y 8
 #define VBOX_THREADS (VBOX_X * VBOX_Y)
+#define DIG_NEG_INF __int_as_float(0xff800000u)  // -infinity without <math.h>'s INFINITY (NVRTC has no <math.h>)
 
 // Called once the block has staged its row segment and halo in line[]: waits for the whole block,
 // then writes each thread's window sum into hsum.
@@ -134,7 +135,7 @@ extern "C" __global__ void dig_softmax(const float* __restrict__ gains, const fl
     if (p >= num_pixels) return;
     const float t = *tau;
     float g[DIG_MAX_SOURCES];
-    float top = -INFINITY;
+    float top = DIG_NEG_INF;
 #pragma unroll
     for (int k = 0; k < DIG_MAX_SOURCES; ++k) {
         if (k < num_sources) {

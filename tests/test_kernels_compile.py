@@ -1,7 +1,9 @@
-"""Every kernels/*.cu builds with nvcc, with the launcher's options, for the GPUs users deploy on,
-and the launcher's argument lists match the kernels' signatures.
+"""Every kernels/*.cu builds for the GPUs users deploy on, and the launcher's argument lists match the
+kernels' signatures.
 
-Xavier is sm_72, Orin sm_87, H100 sm_90. Needs nvcc only (no GPU, no pycuda); runs in CI.
+Xavier is sm_72, Orin sm_87, H100 sm_90. Orin and H100 build with the machine's nvcc and the launcher's
+options; Xavier, which CUDA 13's nvcc no longer targets, with CUDA 11.8's NVRTC and ptxas (the toolchain
+of kernels/prebuilt.py, from the test extra). Needs no GPU and no pycuda; runs in CI.
 """
 from __future__ import annotations
 
@@ -14,14 +16,15 @@ import types
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, FrozenSet, List
+from typing import Any, Dict, FrozenSet, List, Tuple
 
 import numpy as np
 import pytest
 
-from dig2dig.kernels import cuda
+from dig2dig.kernels import cuda, prebuilt
 
-ARCHS = ("sm_72", "sm_87", "sm_90")
+NVCC_ARCHS = ("sm_87", "sm_90")
+EM_CUDA, ELFOSABI_CUDA, ELF_ABI_CUDA_11 = 190, 51, 7
 SOURCES = sorted(cuda.KERNEL_DIR.glob("*.cu"))
 
 
@@ -39,6 +42,35 @@ def supported_archs() -> FrozenSet[str]:
     return frozenset(listed.stdout.split())
 
 
+@lru_cache(maxsize=None)
+def nvrtc_toolchain() -> prebuilt.Toolchain:
+    """CUDA 11.8's NVRTC and ptxas (skip, saying what to install, without them)."""
+    try:
+        return prebuilt.find_toolchain()
+    except cuda.CudaError as exc:
+        pytest.skip(str(exc))
+
+
+@lru_cache(maxsize=None)
+def nvrtc_build() -> Dict[str, bytes]:
+    """Every kernel built as kernels/prebuilt.py builds the shipped ones (PTX and cubins), once per session."""
+    return prebuilt.build(nvrtc_toolchain(), prebuilt.kernel_names())
+
+
+def cubin_arch(cubin: bytes) -> int:
+    """The SM number (72 for sm_72) in the header of a CUDA ELF of the ABI that ptxas 11.8 writes."""
+    assert cubin[:4] == b"\x7fELF" and (cubin[7], cubin[8]) == (ELFOSABI_CUDA, ELF_ABI_CUDA_11)
+    machine, = struct.unpack_from("<H", cubin, 18)
+    flags, = struct.unpack_from("<I", cubin, 48)
+    assert machine == EM_CUDA
+    return flags & 0xFF
+
+
+def module_kernels(stem: str) -> List[str]:
+    """The names in :data:`cuda.KERNELS` of the kernels of ``kernels/<stem>.cu``."""
+    return [name for name, (module, _) in cuda.KERNELS.items() if module == stem]
+
+
 def build_all(commands: List[List[str]]) -> None:
     """Run the nvcc commands in parallel; fail with each failure's output (ptxas -v resource usage included)."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
@@ -52,20 +84,29 @@ def test_there_are_kernels():
     assert {"color.cu", "dig.cu", "em.cu", "rng.cu", "step.cu"} <= {source.name for source in SOURCES}
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", NVCC_ARCHS)
 def test_kernels_compile_to_cubin(arch: str, tmp_path: Path):
     if arch not in supported_archs():
-        pytest.skip(f"this nvcc cannot target {arch} (CUDA 13 dropped sm_72, Xavier); "
-                    "JetPack 5's CUDA 11.4 builds it on the device")
+        pytest.skip(f"this nvcc cannot target {arch}")
     build_all([cuda.nvcc_command(nvcc(), source, arch, tmp_path / f"{source.stem}.cubin", extra=("-Xptxas", "-v"))
                for source in SOURCES])
     assert all((tmp_path / f"{source.stem}.cubin").stat().st_size > 0 for source in SOURCES)
 
 
+def test_kernels_compile_for_xavier_with_nvrtc():
+    """Every .cu through NVRTC to compute_72 PTX, then ptxas to an sm_72 cubin that holds its kernels."""
+    images = nvrtc_build()
+    for source in SOURCES:
+        cubin = images[f"{source.stem}.sm_72.cubin"]
+        assert cubin_arch(cubin) == 72, source.name
+        for name in module_kernels(source.stem):
+            assert name.encode() + b"\0" in cubin, (source.name, name)
+
+
 def test_kernels_compile_to_ptx(tmp_path: Path):
-    arch = next((arch for arch in ARCHS if arch in supported_archs()), None)
+    arch = next((arch for arch in NVCC_ARCHS if arch in supported_archs()), None)
     if arch is None:
-        pytest.skip(f"this nvcc targets none of {ARCHS}")
+        pytest.skip(f"this nvcc targets none of {NVCC_ARCHS}")
     build_all([cuda.nvcc_command(nvcc(), source, arch, tmp_path / f"{source.stem}.ptx", fmt="ptx")
                for source in SOURCES])
     for source in SOURCES:
@@ -74,9 +115,9 @@ def test_kernels_compile_to_ptx(tmp_path: Path):
 
 
 def test_compile_cubin_caches_by_content(tmp_path: Path):
-    arch = next((arch for arch in ARCHS if arch in supported_archs()), None)
+    arch = next((arch for arch in NVCC_ARCHS if arch in supported_archs()), None)
     if arch is None:
-        pytest.skip(f"this nvcc targets none of {ARCHS}")
+        pytest.skip(f"this nvcc targets none of {NVCC_ARCHS}")
     first = cuda.compile_cubin("rng", arch, tmp_path)
     stamp = first.stat().st_mtime_ns
     assert cuda.compile_cubin("rng", arch, tmp_path) == first and first.stat().st_mtime_ns == stamp
@@ -138,16 +179,24 @@ class FakeFunction:
         self.calls.append((self.name, grid, block, args))
 
 
-def fake_pycuda(calls: list) -> types.ModuleType:
-    """A pycuda stand-in on one sm_90 device that records kernel launches."""
+def fake_pycuda(calls: list, capability: Tuple[int, int] = (9, 0)) -> types.ModuleType:
+    """A pycuda stand-in on one device of ``capability`` that records kernel launches, and in its
+    ``loaded`` list each module load: ("file", path) or ("buffer", image)."""
     context = types.SimpleNamespace(push=lambda: None, pop=lambda: None)
-    device = types.SimpleNamespace(retain_primary_context=lambda: context, compute_capability=lambda: (9, 0))
+    device = types.SimpleNamespace(retain_primary_context=lambda: context, compute_capability=lambda: capability)
     driver = types.ModuleType("pycuda.driver")
     driver.init = lambda: None
     driver.Device = lambda number: device
     driver.Device.count = lambda: 1
     driver.Stream = lambda: types.SimpleNamespace(synchronize=lambda: None)
-    driver.module_from_file = lambda path: types.SimpleNamespace(get_function=lambda name: FakeFunction(name, calls))
+    driver.loaded = []
+
+    def load(kind: str, source: Any) -> types.SimpleNamespace:
+        driver.loaded.append((kind, source))
+        return types.SimpleNamespace(get_function=lambda name: FakeFunction(name, calls))
+
+    driver.module_from_file = lambda path: load("file", path)
+    driver.module_from_buffer = lambda image: load("buffer", bytes(image))
     driver.mem_alloc = lambda nbytes: FakeArray(nbytes)
     driver.memset_d32_async = lambda *args: calls.append(("memset", args))
     gpuarray = types.ModuleType("pycuda.gpuarray")
@@ -157,12 +206,14 @@ def fake_pycuda(calls: list) -> types.ModuleType:
     return package
 
 
-def fake_kernels(monkeypatch: pytest.MonkeyPatch, calls: list) -> "cuda.CudaKernels":
-    """``CudaKernels`` on the recording stand-in for pycuda, with compilation skipped."""
-    package = fake_pycuda(calls)
+def fake_kernels(monkeypatch: pytest.MonkeyPatch, calls: list,
+                 capability: Tuple[int, int] = (9, 0)) -> "cuda.CudaKernels":
+    """``CudaKernels`` on the recording stand-in for pycuda, with compilation skipped (``compile_cubin``
+    gives the path ``<module>.<arch>.cubin``)."""
+    package = fake_pycuda(calls, capability)
     for name, module in (("pycuda", package), ("pycuda.driver", package.driver), ("pycuda.gpuarray", package.gpuarray)):
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(cuda, "compile_cubin", lambda module, arch, directory=None: Path(f"{module}.cubin"))
+    monkeypatch.setattr(cuda, "compile_cubin", lambda module, arch, directory=None: Path(f"{module}.{arch}.cubin"))
     return cuda.CudaKernels()
 
 
