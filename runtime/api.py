@@ -20,7 +20,7 @@ from .backends.base import Runner
 from .checksums import verify
 from .errors import InputError, ModelError
 from .sampler import Trace
-from .settings import Settings, check_task
+from .settings import Limits, Settings, check_task
 
 PathLike = Union[str, Path]
 
@@ -70,22 +70,28 @@ class FusionResult:
     seconds: Dict[str, float] = field(default_factory=dict)
 
 
-def prepare_sources(paths: Sequence[PathLike], resize: bool = False) -> List[io.Source]:
-    """Read the sources and check they can be fused together."""
+def prepare_sources(paths: Sequence[PathLike], resize: bool = False, max_pixels: int = Limits.max_pixels,
+                    max_side: Optional[int] = None) -> List[io.Source]:
+    """Read the sources (each of at most ``max_pixels``) and check they can be fused together: with ``resize``,
+    A is resampled to B's size; with ``max_side``, both are shrunk (``io.shrunk_size``) to that long side."""
     if len(paths) != 2:
         raise InputError(f"dig2dig fuses exactly 2 sources for now, got {len(paths)}: {', '.join(map(str, paths))}")
-    sources = [io.read_source(str(p)) for p in paths]
+    if max_side is not None and max_side < 1:
+        raise InputError(f"max_side must be a positive number of pixels, got {max_side}")
+    sources = [io.read_source(str(p), max_pixels) for p in paths]
     if resize:
         height, width = sources[1].luma.shape
         sources[0] = io.resize_to(sources[0], height, width)
     io.check_pair(sources[0], sources[1])
-    return sources
+    shrunk = None if max_side is None else io.shrunk_size(sources[0].height, sources[0].width, max_side)
+    return sources if shrunk is None else [io.resize_to(source, *shrunk) for source in sources]
 
 
 def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] = None, backend: str = "ort",
          settings: Optional[Settings] = None, init_noise: Optional[np.ndarray] = None, resize: bool = False,
          stretch: bool = False, runner: Optional[Runner] = None,
-         progress: Optional[Callable[[int, int], None]] = None, precision: str = "fp32") -> FusionResult:
+         progress: Optional[Callable[[int, int], None]] = None, precision: str = "fp32",
+         limits: Limits = Limits(), max_side: Optional[int] = None) -> FusionResult:
     """Fuse source ``a`` and ``b`` (roles per ``task``, see ``settings.TASKS``) into one image.
 
     Fuses them with a :class:`~dig2dig.runtime.fuser.Fuser` on ``runner`` (or one it opens from
@@ -94,15 +100,17 @@ def fuse(a: PathLike, b: PathLike, task: str = "ivf", model: Optional[PathLike] 
 
     ``init_noise`` replaces the seeded x_T (shape ``(C, H', W')`` at the padded size);
     ``stretch`` applies DDFM's min-max output stretch (off by default: it changes the brightness).
+    ``limits`` bounds the sources' pixels and the fusion's memory (tiling the model when it must,
+    ``Fuser``); ``max_side`` shrinks the sources to that long side first (the result is at that size).
     """
     from .fuser import Fuser
 
     check_task(task)
     model = choose_model(model, precision)
     start = time.perf_counter()
-    with Fuser(task, model, backend, settings, runner) as fuser:  # a bad model fails before the sources are read
+    with Fuser(task, model, backend, settings, runner, limits=limits) as fuser:  # a bad model fails first
         reading = time.perf_counter()
-        sources = prepare_sources([a, b], resize)
+        sources = prepare_sources([a, b], resize, limits.max_pixels, max_side)
         read = time.perf_counter() - reading
         result = fuser.fuse_sources(sources, init_noise=init_noise, stretch=stretch, progress=progress)
     result.seconds = {"io": read, **result.seconds, "total": time.perf_counter() - start}

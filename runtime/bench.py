@@ -14,7 +14,7 @@ import numpy as np
 
 from . import api
 from .errors import InputError
-from .settings import Settings, resolve
+from .settings import Limits, Settings, resolve
 
 STAGES = ("backend", "dig", "guidance", "io", "other", "total")
 
@@ -33,8 +33,9 @@ def stage_seconds(seconds: Dict[str, float]) -> Dict[str, float]:
 
 def run_bench(a: api.PathLike, b: api.PathLike, task: str = "ivf", model: Optional[api.PathLike] = None,
               backend: str = "ort", settings: Optional[Settings] = None, runs: int = 3,
-              resize: bool = False) -> Dict[str, Any]:
-    """Fuse ``a`` and ``b`` ``runs`` times on one runner (after a warm-up) and report seconds per stage.
+              resize: bool = False, limits: Limits = Limits(), max_side: Optional[int] = None) -> Dict[str, Any]:
+    """Fuse ``a`` and ``b`` ``runs`` times on one runner (after a warm-up) and report seconds per stage;
+    ``resize``, ``limits`` and ``max_side`` as for ``api.fuse``.
 
     The report holds ``stages`` (stage -> {"median", "p90"} seconds), ``runs_seconds`` (stage ->
     per-run seconds), the image size, sampler settings, backend, providers, model path and
@@ -46,9 +47,12 @@ def run_bench(a: api.PathLike, b: api.PathLike, task: str = "ivf", model: Option
     path = str(model) if model is not None else str(api.default_model())
     runner = api.open_runner(path, backend)
     try:
-        warm = api.fuse(a, b, task=task, settings=settings, resize=resize, runner=runner)
-        timings = [stage_seconds(api.fuse(a, b, task=task, settings=settings, resize=resize, runner=runner).seconds)
-                   for _ in range(runs)]
+        def fuse() -> api.FusionResult:
+            return api.fuse(a, b, task=task, settings=settings, resize=resize, runner=runner, limits=limits,
+                            max_side=max_side)
+
+        warm = fuse()
+        timings = [stage_seconds(fuse().seconds) for _ in range(runs)]
         providers = list(getattr(runner, "providers", [backend]))
     finally:
         runner.close()

@@ -11,7 +11,7 @@ import sys
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import Dig2DigError
-from .options import add_settings_options, model_from_args, settings_from_args
+from .options import add_settings_options, limits_from_args, model_from_args, settings_from_args
 from .progress import Progress
 from .settings import TASKS
 
@@ -22,13 +22,14 @@ External = Mapping[str, Tuple[str, Callable[[List[str]], int]]]
 def _fuse(args: argparse.Namespace) -> int:
     from . import api, io, preflight
 
-    settings = settings_from_args(args)
+    settings, limits = settings_from_args(args), limits_from_args(args)
     preflight.fuse_outputs(args.output, args.save_raw, args.save_dig_maps)
     init_noise = preflight.init_noise(args.init_noise)
     with Progress("fuse", settings.steps, quiet=args.quiet) as bar:
         result = api.fuse(args.a, args.b, task=args.task, model=model_from_args(args), backend=args.backend,
                           settings=settings, init_noise=init_noise, resize=args.resize,
-                          stretch=args.stretch, progress=lambda i, n: bar.update(i))
+                          stretch=args.stretch, progress=lambda i, n: bar.update(i), limits=limits,
+                          max_side=args.max_side)
     if args.save_raw:
         io.write_npy(args.save_raw, result.raw)
     if args.save_dig_maps:
@@ -45,12 +46,12 @@ def _video(args: argparse.Namespace) -> int:
     from . import video
     from .fuser import Fuser
 
-    settings = settings_from_args(args)
+    settings, limits = settings_from_args(args), limits_from_args(args)
     video.output_target(args.output)
     ended: Optional[video.UnequalLengths] = None
     with video.open_input(args.a) as first, video.open_input(args.b) as second, \
             Fuser(args.task, model_from_args(args), args.backend, settings, stream=args.stream,
-                  stream_warm_start=args.warm_start) as fuser, \
+                  stream_warm_start=args.warm_start, limits=limits) as fuser, \
             Progress("video", video.expected_frames(first, second, args.max_frames), quiet=args.quiet,
                      unit="frames") as bar:
         try:
@@ -70,7 +71,8 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
     report = run_bench(args.a, args.b, task=args.task, model=model_from_args(args), backend=args.backend,
-                       settings=settings_from_args(args), runs=args.runs, resize=args.resize)
+                       settings=settings_from_args(args), runs=args.runs, resize=args.resize,
+                       limits=limits_from_args(args), max_side=args.max_side)
     print(json.dumps(report, indent=1) if args.json else report["table"])
     return 0
 
@@ -93,6 +95,7 @@ def build_parser(external: External) -> argparse.ArgumentParser:
     p.add_argument("b", help="source B (ivf: visible, mif: CT/PET/SPECT, mef: over-exposed, mff: far focus)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="fused image (.png, .tif, .jpg)")
     p.add_argument("--resize", action="store_true", help="resize A to B's size when they differ")
+    p.add_argument("--max-side", type=int, metavar="PX", help="shrink the sources (INTER_AREA) to this long side")
     p.add_argument("--stretch", action="store_true", help="DDFM's min-max output stretch (changes brightness)")
     p.add_argument("-q", "--quiet", action="store_true")
     advanced = add_settings_options(p)
@@ -130,6 +133,7 @@ def build_parser(external: External) -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--json", action="store_true")
     p.add_argument("--resize", action="store_true", help="resize A to B's size when they differ")
+    p.add_argument("--max-side", type=int, metavar="PX", help="shrink the sources (INTER_AREA) to this long side")
     add_settings_options(p)
     p.set_defaults(func=_bench)
 

@@ -31,9 +31,9 @@ from .backends.base import Runner
 from .checksums import sha256
 from .errors import InputError
 from .metrics import METRIC_NAMES, SINGLE, TRIPLE, read_gray
-from .options import add_settings_options, model_from_args, setting_overrides
+from .options import add_settings_options, limits_from_args, model_from_args, setting_overrides
 from .progress import Progress
-from .settings import TASKS, Settings, resolve
+from .settings import TASKS, Limits, Settings, resolve
 
 PathLike = Union[str, Path]
 Row = Dict[str, str]
@@ -111,10 +111,10 @@ def _walk_pairs(root: Path) -> List[Pair]:
     return pairs
 
 
-def downscale_pair(pair: Pair, folder: PathLike, max_side: int) -> Pair:
+def downscale_pair(pair: Pair, folder: PathLike, max_side: int, max_pixels: int = Limits.max_pixels) -> Pair:
     """The pair shrunk (OpenCV INTER_AREA) to a long side of at most ``max_side``, as 8-bit PNG copies
     ``folder/TASK_DATASET_NAME_{a,b}.png`` written once and then reused; unchanged when small enough."""
-    sources = api.prepare_sources([pair.a, pair.b])
+    sources = api.prepare_sources([pair.a, pair.b], max_pixels=max_pixels)
     height, width = sources[0].luma.shape
     size = io.shrunk_size(height, width, max_side)
     if size is None:
@@ -159,15 +159,17 @@ CLASSICAL: Dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "average": average_fusion, "laplacian": laplacian_fusion}
 
 
-def fuse_pair(pair: Pair, method: str, settings: Settings, runner: Optional[Runner]) -> Tuple[np.ndarray, float]:
-    """One pair fused with one method, and the seconds from reading the sources to the fused image."""
+def fuse_pair(pair: Pair, method: str, settings: Settings, runner: Optional[Runner],
+              limits: Limits = Limits()) -> Tuple[np.ndarray, float]:
+    """One pair fused with one method within ``limits``, and the seconds from reading the sources to the fused
+    image."""
     start = time.perf_counter()
     if method in CLASSICAL:
-        sources = api.prepare_sources([pair.a, pair.b])
+        sources = api.prepare_sources([pair.a, pair.b], max_pixels=limits.max_pixels)
         image = io.to_image(CLASSICAL[method](sources[0].luma, sources[1].luma), io.merge_chroma(sources))
     else:
         guided = replace(settings, guidance=method)
-        image = api.fuse(pair.a, pair.b, task=pair.task, settings=guided, runner=runner).image
+        image = api.fuse(pair.a, pair.b, task=pair.task, settings=guided, runner=runner, limits=limits).image
     return image, time.perf_counter() - start
 
 
@@ -222,12 +224,13 @@ def _flat(record: Dict[str, Any]) -> Dict[str, Any]:
 
 def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str], settings: Mapping[str, Settings],
              max_side: Optional[int] = None, model: Optional[PathLike] = None, backend: str = "ort",
-             runner: Optional[Runner] = None, sources: Optional[PathLike] = None, quiet: bool = False) -> List[Row]:
+             runner: Optional[Runner] = None, sources: Optional[PathLike] = None, quiet: bool = False,
+             limits: Limits = Limits()) -> List[Row]:
     """Fuse and score ``pairs`` x ``methods`` into ``out`` with each task's ``settings``, skipping what
     ``per_pair.csv`` holds; writes the summary and report of these pairs and methods and returns the summary.
 
     ``runner`` serves every diffusion fusion (opened from ``model``/``backend`` when needed and not given);
-    ``sources`` holds the downscaled copies (default ``out/sources``)."""
+    ``sources`` holds the downscaled copies (default ``out/sources``); ``limits`` bounds each fusion."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise InputError(f"unknown method(s) {', '.join(unknown) or '(none)'} (choose from {', '.join(METHODS)})")
@@ -243,7 +246,7 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str], setti
     try:
         with Progress("eval", len(todo), quiet=quiet) as bar:
             for count, (pair, method) in enumerate(todo, 1):
-                rows.append(_evaluate_one(pair, method, settings[pair.task], runner, out, folder, max_side))
+                rows.append(_evaluate_one(pair, method, settings[pair.task], runner, out, folder, max_side, limits))
                 io.write_text(out / PER_PAIR, format_csv(rows, PAIR_COLUMNS))
                 bar.update(count)
     finally:
@@ -257,13 +260,13 @@ def evaluate(pairs: Sequence[Pair], out: PathLike, methods: Sequence[str], setti
 
 
 def _evaluate_one(pair: Pair, method: str, settings: Settings, runner: Optional[Runner], out: Path,
-                  folder: Path, max_side: Optional[int]) -> Row:
+                  folder: Path, max_side: Optional[int], limits: Limits) -> Row:
     """One row of per_pair.csv; a failure is recorded in its ``error`` column, so one bad pair ends no run."""
     row = {"task": pair.task, "dataset": pair.dataset, "name": pair.name, "method": method,
            "steps": str(settings.steps) if method in DIFFUSION_METHODS else ""}
     try:
-        source_pair = pair if max_side is None else downscale_pair(pair, folder, max_side)
-        image, seconds = fuse_pair(source_pair, method, settings, runner)
+        source_pair = pair if max_side is None else downscale_pair(pair, folder, max_side, limits.max_pixels)
+        image, seconds = fuse_pair(source_pair, method, settings, runner, limits)
         path = out / "fused" / method / f"{pair.key}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         io.write_image(path, image)
@@ -385,10 +388,11 @@ def run_command(args: argparse.Namespace) -> int:
             raise InputError(f"{name} must be at least 1, got {value}")
     overrides = setting_overrides(args)
     settings = {task: resolve(task, **overrides) for task in TASKS}
+    limits = limits_from_args(args)
     pairs = find_pairs(args.data, args.task, args.dataset, args.limit_per_dataset)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     summary = evaluate(pairs, args.output, methods, settings, args.max_side, model_from_args(args), args.backend,
-                       quiet=args.quiet)
+                       quiet=args.quiet, limits=limits)
     failed = sum(int(entry["errors"]) for entry in summary if entry["dataset"] == ALL_DATASETS)
     if failed:
         print(f"dig2dig eval: {failed} fusion(s) recorded an error (see {Path(args.output) / PER_PAIR})",

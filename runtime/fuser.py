@@ -17,13 +17,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import io
+from . import io, memory
 from .api import FusionResult, PathLike, open_runner, pad_to_multiple
 from .backends.base import Runner
 from .errors import InputError
 from .sampler import Trace, initial_noise, luminance_of_sample, sample_batch
-from .settings import Settings, check_task, resolve
+from .settings import MAX_PIXELS, Limits, Settings, check_task, resolve
 from .temporal import SCENE_CHANGE, STREAM_REFRESH_EVERY, StreamState, thumbnail
+from .tiling import TiledRunner
 
 # Frame sizes whose state a Fuser keeps: a stream has one; a few more serve alternating cameras or crops.
 CACHED_SIZES = 4
@@ -50,14 +51,18 @@ class Fuser:
     ``scene_change`` from the key frame's). ``stream_warm_start`` s > 0 (a multiple of ``dig_every``): a frame
     after the first starts from the last fused sample noised to step s and runs only the steps after it (not
     after a scene change). A new frame size starts new streams. A GPU runner fuses stream frames as stills.
+
+    ``limits`` bounds what a fusion takes (:class:`~dig2dig.runtime.settings.Limits`): a frame of more
+    pixels is an ``InputError``; a fusion whose estimated peak memory exceeds the budget runs the model on
+    tiles (``runtime.tiling``), or is an ``InputError`` before any model work (``runtime.memory``).
     """
 
     def __init__(self, task: str = "ivf", model: Optional[PathLike] = None, backend: str = "ort",
                  settings: Optional[Settings] = None, runner: Optional[Runner] = None, stream: bool = False,
                  stream_refresh_every: int = STREAM_REFRESH_EVERY, scene_change: float = SCENE_CHANGE,
-                 stream_warm_start: int = 0):
+                 stream_warm_start: int = 0, limits: Limits = Limits()):
         check_task(task)
-        self.task = task
+        self.task, self.limits = task, limits
         self.settings = settings or resolve(task)
         if stream_refresh_every < 1:
             raise InputError(f"stream_refresh_every must be >= 1, got {stream_refresh_every}")
@@ -70,6 +75,7 @@ class Fuser:
         self.owns_runner = runner is None
         self.runner = runner or open_runner(model, backend)
         self._states: "OrderedDict[Tuple[int, int], SizeState]" = OrderedDict()
+        self._tiles: Dict[Tuple[int, int, int], Optional[int]] = {}
         self._streams: List[StreamState] = []
         self._stream_size: Tuple[int, int] = (0, 0)
 
@@ -79,14 +85,14 @@ class Fuser:
         Frames are uint8, or uint16 for raw thermal, (H, W) grey or (H, W, 3) BGR as OpenCV gives them,
         converted as files with the same samples are (``io.source_from_pixels``).
         """
-        return frame_of(self.fuse_sources(read_pair("", a, b)))
+        return frame_of(self.fuse_sources(read_pair("", a, b, self.limits.max_pixels)))
 
     def fuse_batch(self, pairs: Sequence[Tuple[np.ndarray, np.ndarray]]) -> List[np.ndarray]:
         """The fused frame of each pair (frames as for ``__call__``), every pair the same size: N cameras
         fused together, each frame as ``__call__`` fuses it alone (bit for bit on the CPU runner, which
         runs one image at a time; see :meth:`fuse_sources_batch`). Bad frames and sizes are
         ``InputError``s naming the pair, e.g. ``pairs[2] b: ...``, raised before any model work."""
-        batch = [read_pair(f"pairs[{i}] ", *frames) for i, frames in enumerate(pairs)]
+        batch = [read_pair(f"pairs[{i}] ", *frames, self.limits.max_pixels) for i, frames in enumerate(pairs)]
         return [frame_of(result) for result in self.fuse_sources_batch(batch)]
 
     def fuse_sources(self, sources: Sequence[io.Source], init_noise: Optional[np.ndarray] = None,
@@ -123,20 +129,22 @@ class Fuser:
         multiple = self.runner.info.multiple
         padded = np.stack([pad_to_multiple(np.stack([s.luma for s in sources]) * 2.0 - 1.0, multiple)
                            for sources in batch]).astype(np.float32)
-        x_T = self._start((int(padded.shape[2]), int(padded.shape[3])), init_noise)
+        size = (int(padded.shape[2]), int(padded.shape[3]))
+        x_T = self._start(size, init_noise)
+        runner = self._runner_for(size, batch)
         traces = [Trace() for _ in batch]
         seconds: Dict[str, float] = {}
-        if self.runner.on_device:  # a GPU backend: the whole loop stays on the device
+        if runner.on_device:  # a GPU backend: the whole loop stays on the device
             from .gpu import gpu_sample
 
-            on_gpu = gpu_sample(self.runner, padded[0], self.settings, x_T, progress=progress, trace=traces[0])
+            on_gpu = gpu_sample(runner, padded[0], self.settings, x_T, progress=progress, trace=traces[0])
             raws = [on_gpu.sample]
             seconds.update(on_gpu.seconds)
         elif self.stream:
-            raws = self._stream_batch(batch, padded, x_T, progress, traces)
+            raws = self._stream_batch(runner, batch, padded, x_T, progress, traces)
         else:
             x_Ts = np.broadcast_to(x_T, (len(batch),) + x_T.shape)
-            raws = sample_batch(self.runner, padded, self.settings, x_Ts, progress=progress, traces=traces)
+            raws = sample_batch(runner, padded, self.settings, x_Ts, progress=progress, traces=traces)
         results = []
         for sources, raw, trace in zip(batch, raws, traces):
             fused = fused_luma(raw, height, width, stretch)
@@ -148,7 +156,18 @@ class Fuser:
             result.seconds["total"] = total
         return results
 
-    def _stream_batch(self, batch: Sequence[Sequence[io.Source]], padded: np.ndarray, x_T: np.ndarray,
+    def _runner_for(self, size: Tuple[int, int], batch: Sequence[Sequence[io.Source]]) -> Runner:
+        """The runner for pairs of the padded ``size``: tiled when ``limits.tile`` asks or the memory guard needs
+        it (``memory.plan``, which raises when nothing fits), decided on the first batch of that size and batch
+        length so that a stream's frames all run alike."""
+        key = size + (len(batch),)
+        if key not in self._tiles and (self.runner.on_host or self.limits.tile):
+            names = [source.path for source in batch[0]]
+            self._tiles[key] = memory.plan(self.runner.info, size, len(batch), self.limits, names)
+        tile = self._tiles.get(key)
+        return self.runner if tile is None else TiledRunner(self.runner, tile, self.limits.tile_overlap)
+
+    def _stream_batch(self, runner: Runner, batch: Sequence[Sequence[io.Source]], padded: np.ndarray, x_T: np.ndarray,
                       progress: Optional[Callable[[int, int], None]], traces: List[Trace]) -> List[np.ndarray]:
         """The final samples of the next frame of each camera's stream: key frames compute their DIG weights,
         the others reuse their key frame's; all warm-start together, or none does."""
@@ -165,7 +184,7 @@ class Fuser:
         keys = [state.needs_key(change, start_step, self.stream_refresh_every)
                 for state, change in zip(streams, changed)]
         x_Ts = np.broadcast_to(x_T, (len(batch),) + x_T.shape)
-        raws = sample_batch(self.runner, padded, self.settings, x_Ts, progress=progress, traces=traces,
+        raws = sample_batch(runner, padded, self.settings, x_Ts, progress=progress, traces=traces,
                             weights=[None if key else state.weights for state, key in zip(streams, keys)],
                             start_step=start_step,
                             start_x0=np.stack(samples) if warm else None)
@@ -214,9 +233,10 @@ class Fuser:
         self.close()
 
 
-def read_pair(prefix: str, a: np.ndarray, b: np.ndarray) -> List[io.Source]:
-    """Frames ``a`` and ``b`` as sources of one size; errors name them ``prefix`` + ``a``/``b``."""
-    source_a, source_b = io.read_frame(prefix + "a", a), io.read_frame(prefix + "b", b)
+def read_pair(prefix: str, a: np.ndarray, b: np.ndarray, max_pixels: int = MAX_PIXELS) -> List[io.Source]:
+    """Frames ``a`` and ``b`` (of at most ``max_pixels`` each) as sources of one size; errors name them
+    ``prefix`` + ``a``/``b``."""
+    source_a, source_b = io.read_frame(prefix + "a", a, max_pixels), io.read_frame(prefix + "b", b, max_pixels)
     io.check_pair(source_a, source_b, remedy="resize one frame to the other's size")
     return [source_a, source_b]
 

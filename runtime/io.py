@@ -20,6 +20,7 @@ import numpy as np
 
 from .atomic import atomic_replace
 from .errors import InputError, NumericalError
+from .settings import MAX_PIXELS
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -33,12 +34,6 @@ HIGH_PERCENTILE = 99.5
 # Output formats by file extension, with the deepest sample each can hold.
 WRITE_DEPTHS = {".png": 16, ".tif": 16, ".tiff": 16, ".jpg": 8, ".jpeg": 8, ".bmp": 8}
 
-# Pixels a source may have. Reading a 50-megapixel colour image peaks near 2 GB (its float32 planes and
-# their colour conversion), the memory of a small Jetson; 48 MP phone sensors and 8K frames (33 MP)
-# still fit. A header can declare far more in a few hundred bytes (a decompression bomb), so the
-# size a PNG, JPEG, BMP or TIFF header declares is checked before anything is decoded.
-# ``--max-pixels`` sets this default; ``read_source``/``read_frame`` take ``max_pixels=`` per call.
-MAX_PIXELS = 50_000_000
 
 _SIGNATURES = {
     b"\x89PNG\r\n\x1a\n": "PNG",
@@ -69,27 +64,26 @@ class Source:
         return int(self.luma.shape[1])
 
 
-def read_source(path: PathLike, max_pixels: Optional[int] = None) -> Source:
+def read_source(path: PathLike, max_pixels: int = MAX_PIXELS) -> Source:
     """Read an 8/16-bit or float image (grey, RGB or RGBA; alpha dropped) into a ``Source``.
 
-    An image of more than ``max_pixels`` (default ``MAX_PIXELS``) is refused, from its header when
-    the format allows, before decoding. The samples are converted by :func:`source_from_pixels`;
+    An image of more than ``max_pixels`` (``settings.MAX_PIXELS``: a decompression bomb's header declares
+    billions) is refused, from its header when the format allows, before decoding. The samples are converted by :func:`source_from_pixels`;
     every problem is an ``InputError`` that names the file.
     """
     name = os.fspath(path)
-    limit = MAX_PIXELS if max_pixels is None else max_pixels
     data = _read_bytes(name)
-    _check_pixels(name, _header_size(data), limit)
+    _check_pixels(name, _header_size(data), max_pixels)
     raw = _decode(name, data)
-    _check_pixels(name, raw.shape[:2], limit)
+    _check_pixels(name, raw.shape[:2], max_pixels)
     return source_from_pixels(name, _rgb_or_grey(name, raw))
 
 
-def read_frame(name: str, frame: np.ndarray, max_pixels: Optional[int] = None) -> Source:
+def read_frame(name: str, frame: np.ndarray, max_pixels: int = MAX_PIXELS) -> Source:
     """A frame in memory as OpenCV gives it, uint8 or uint16 (H, W) grey or (H, W, 3) BGR, as a ``Source``.
 
     Converted by :func:`source_from_pixels`, as a file of the same samples; a frame of more than
-    ``max_pixels`` (default ``MAX_PIXELS``) or any other frame is an ``InputError`` naming ``name``.
+    ``max_pixels`` or any other frame is an ``InputError`` naming ``name``.
     """
     if not isinstance(frame, np.ndarray):
         raise InputError(f"{name}: expected a numpy array, got {type(frame).__name__}")
@@ -99,7 +93,7 @@ def read_frame(name: str, frame: np.ndarray, max_pixels: Optional[int] = None) -
         raise InputError(f"{name}: unsupported frame shape {frame.shape} (use (H, W) grey or (H, W, 3) BGR)")
     if frame.size == 0:
         raise InputError(f"{name}: empty frame of shape {frame.shape}")
-    _check_pixels(name, frame.shape[:2], MAX_PIXELS if max_pixels is None else max_pixels)
+    _check_pixels(name, frame.shape[:2], max_pixels)
     return source_from_pixels(name, frame if frame.ndim == 2 else frame[..., ::-1])
 
 

@@ -7,8 +7,8 @@ import argparse
 from typing import Any, Dict, Optional, Tuple
 
 from ..models import PRECISIONS
-from . import io
-from .settings import TASK_FIELDS, TASKS, Settings, load_config, resolve, task_default_text
+from .settings import (MAX_PIXELS, TASK_FIELDS, TASKS, TILE_OVERLAP, Limits, Settings, load_config, resolve,
+                       task_default_text)
 
 _DEFAULTS = Settings()
 # (field, type, choices, help) of the tuning knobs; each is --FIELD-NAME on the command line.
@@ -34,20 +34,22 @@ def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-class _MaxPixels(argparse.Action):
-    """``--max-pixels N``: sets ``io.MAX_PIXELS``, the limit every source and frame read afterwards checks."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: Optional[str] = None) -> None:
-        if values < 1:
-            parser.error(f"{option_string}: expected a positive number of pixels, got {values}")
-        io.MAX_PIXELS = values
-        setattr(namespace, self.dest, values)
+def parse_bytes(text: str) -> int:
+    """``--max-memory``'s value: bytes, or a number with K, M, G or T (powers of 1024), e.g. ``6G``."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    scale = units.get(text[-1:].upper(), 1)
+    try:
+        value = float(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected bytes such as 6G or 512M, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive amount of memory, got {text!r}")
+    return int(value)
 
 
 def add_settings_options(p: argparse.ArgumentParser, task_default: Optional[str] = "ivf") -> "argparse._ArgumentGroup":
-    """``--task``, ``--model``, ``--backend``, ``--precision``, ``--steps``, ``--seed``, ``--config``,
-    ``--max-pixels`` and, in an "advanced" group, one option per tuning knob of :class:`Settings` (its default
+    """``--task``, ``--model``, ``--backend``, ``--precision``, ``--steps``, ``--seed``, ``--config``, the
+    "limits" group (``--max-pixels``, ``--max-memory``, ``--tile``, ``--tile-overlap``) and, in an "advanced" group, one option per tuning knob of :class:`Settings` (its default
     in the help). Returns the "advanced" group, for a command's own rarely used options."""
     p.add_argument("--task", default=task_default, choices=list(TASKS), metavar="TASK",
                    help=f"{', '.join(TASKS)}: the roles of A and B and the defaults"
@@ -61,9 +63,16 @@ def add_settings_options(p: argparse.ArgumentParser, task_default: Optional[str]
     p.add_argument("--seed", type=int, metavar="K", help=f"seed of the start noise (default {_DEFAULTS.seed})")
     p.add_argument("--config", metavar="FILE.json",
                    help="saved settings: a JSON object of setting names and values; options given here win")
-    p.add_argument("--max-pixels", type=int, action=_MaxPixels, metavar="N",
-                   help="refuse a source of more than N pixels, checked from its header before decoding "
-                        f"(default {io.MAX_PIXELS})")
+    limits = p.add_argument_group("limits", "what a fusion may take; each is checked before any model work")
+    limits.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                        help=f"refuse a source of more than N pixels, read from its header (default {MAX_PIXELS})")
+    limits.add_argument("--max-memory", type=parse_bytes, metavar="BYTES",
+                        help="peak memory a fusion may use, e.g. 6G (default: what the machine has available); "
+                             "a fusion estimated above it runs the model on tiles, or is refused")
+    limits.add_argument("--tile", type=int, metavar="PX",
+                        help="run the model on PX x PX tiles (0: never tile; default: only when memory needs it)")
+    limits.add_argument("--tile-overlap", type=int, default=TILE_OVERLAP, metavar="PX",
+                        help=f"overlap of neighbouring tiles, blended (default {TILE_OVERLAP})")
     advanced = p.add_argument_group("advanced", "tuning knobs; the defaults are justified in docs/QUALITY.md")
     for field, kind, choices, text in ADVANCED:
         default = getattr(_DEFAULTS, field)
@@ -92,3 +101,9 @@ def model_from_args(args: argparse.Namespace) -> Optional[str]:
 def settings_from_args(args: argparse.Namespace, task: Optional[str] = None) -> Settings:
     """:func:`settings.resolve` for ``task`` (default ``args.task``) with :func:`setting_overrides`."""
     return resolve(task or args.task, **setting_overrides(args))
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    """The :class:`Limits` of the "limits" options (an ``InputError`` for a bad value)."""
+    return Limits(max_pixels=args.max_pixels, max_memory=args.max_memory, tile=args.tile,
+                  tile_overlap=args.tile_overlap)

@@ -129,6 +129,42 @@ def resolve(task: str, **overrides: Any) -> Settings:
         raise InputError(str(exc)) from exc
 
 
+# Pixels a source may have. Reading a 50-megapixel colour image peaks near 2 GB (its float32 planes and
+# their colour conversion), the memory of a small Jetson; 48 MP phone sensors and 8K frames (33 MP)
+# still fit. A header can declare far more in a few hundred bytes (a decompression bomb), so the size a
+# PNG, JPEG, BMP or TIFF header declares is checked before anything is decoded (``io.read_source``).
+MAX_PIXELS = 50_000_000
+# Overlap (px) of neighbouring tiles when the model runs on tiles (``runtime.tiling``): the outputs are
+# blended across it. 64 px is 8 cells of the model's coarsest grid at the bundled prior's 1/8.
+TILE_OVERLAP = 64
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a fusion may take of the machine, checked before any model work (``runtime.memory``).
+
+    ``max_pixels``: the most pixels of a source, else an ``InputError``. ``max_memory``: the bytes a fusion
+    may use at its peak (None: what the machine has available when it starts). ``tile``: the side (px) of
+    the tiles the model runs on; None tiles only when the estimated peak exceeds ``max_memory`` (with the
+    largest tile that fits), 0 never (a fusion over the budget is then an ``InputError``).
+    """
+
+    max_pixels: int = MAX_PIXELS
+    max_memory: Optional[int] = None
+    tile: Optional[int] = None
+    tile_overlap: int = TILE_OVERLAP
+
+    def __post_init__(self) -> None:
+        if self.max_pixels < 1:
+            raise InputError(f"max_pixels must be a positive number of pixels, got {self.max_pixels}")
+        if self.max_memory is not None and self.max_memory < 1:
+            raise InputError(f"max_memory must be a positive number of bytes, got {self.max_memory}")
+        if self.tile is not None and self.tile < 0:
+            raise InputError(f"tile must be 0 (never tile), or a side in pixels, got {self.tile}")
+        if self.tile_overlap < 0 or (self.tile and self.tile_overlap >= self.tile):
+            raise InputError(f"tile_overlap must be >= 0 and below the tile ({self.tile}), got {self.tile_overlap}")
+
+
 def load_config(path: Union[str, Path]) -> Dict[str, Any]:
     """A saved set of settings: a JSON object of ``Settings`` fields (``{"steps": 25, "em_power": 1}``), checked
     for unknown fields; pass it to :func:`resolve` with the task."""

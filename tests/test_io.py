@@ -12,7 +12,9 @@ import pytest
 from conftest import DATA, pair
 from dig2dig.runtime import io as imageio
 from dig2dig.runtime.errors import InputError, NumericalError
-from dig2dig.runtime.options import add_settings_options
+from dig2dig.runtime import api
+from dig2dig.runtime.options import add_settings_options, limits_from_args
+from dig2dig.runtime.settings import Limits
 
 TNO_IR, TNO_VIS = pair("ivf", "10")
 MSRS_IR, MSRS_VIS = pair("ivf", "00055D")
@@ -200,17 +202,16 @@ def test_decompression_bomb_is_refused_from_its_header(extension, monkeypatch):
     assert_names(error, path)
 
 
-def test_max_pixels_is_a_limit_per_call_and_a_module_default(monkeypatch):
+def test_max_pixels_is_a_limit_per_call():
     height, width = cv2.imread(str(TNO_IR), cv2.IMREAD_UNCHANGED).shape[:2]
     assert imageio.read_source(TNO_IR, max_pixels=height * width).height == height
     with pytest.raises(InputError, match=f"{height}x{width} pixels") as error:
         imageio.read_source(TNO_IR, max_pixels=height * width - 1)
     assert_names(error, TNO_IR)
-    monkeypatch.setattr(imageio, "MAX_PIXELS", height * width - 1)
-    with pytest.raises(InputError, match="limit"):
-        imageio.read_source(TNO_IR)
     with pytest.raises(InputError, match="frame 7: .*limit"):
-        imageio.read_frame("frame 7", np.zeros((height, width), np.uint8))
+        imageio.read_frame("frame 7", np.zeros((height, width), np.uint8), max_pixels=height * width - 1)
+    with pytest.raises(InputError, match=f"{TNO_IR}: .*limit"):
+        api.prepare_sources([TNO_IR, TNO_VIS], max_pixels=height * width - 1)
 
 
 def test_header_sizes_of_every_format():
@@ -234,14 +235,18 @@ def test_decoder_errors_become_input_errors(tmp_path):
     assert_names(error, path)
 
 
-def test_max_pixels_option_sets_the_default(monkeypatch):
-    monkeypatch.setattr(imageio, "MAX_PIXELS", imageio.MAX_PIXELS)
+def test_limits_options():
     parser = argparse.ArgumentParser()
     add_settings_options(parser)
-    assert parser.parse_args(["--max-pixels", "120000000"]).max_pixels == 120_000_000
-    assert imageio.MAX_PIXELS == 120_000_000
+    limits = limits_from_args(parser.parse_args(["--max-pixels", "120000000", "--max-memory", "1.5G", "--tile", "512"]))
+    assert limits == Limits(max_pixels=120_000_000, max_memory=3 << 29, tile=512)
+    assert limits_from_args(parser.parse_args([])) == Limits()
+    with pytest.raises(InputError, match="max_pixels must be a positive"):
+        limits_from_args(parser.parse_args(["--max-pixels", "0"]))
+    with pytest.raises(InputError, match="tile_overlap .* below the tile"):
+        limits_from_args(parser.parse_args(["--tile", "64", "--tile-overlap", "64"]))
     with pytest.raises(SystemExit):
-        parser.parse_args(["--max-pixels", "0"])
+        parser.parse_args(["--max-memory", "lots"])
 
 
 def test_size_mismatch_names_both_files_and_resize_fixes_it():

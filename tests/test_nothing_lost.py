@@ -8,14 +8,17 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import List, Set, Tuple
 
 import cv2
+import numpy as np
 import pytest
 
 import conftest
+from dig2dig.runtime import atomic, io
 
 CLI = "import sys, dig2dig.cli as c; sys.exit(c.main(sys.argv[1:]))"
 PAIRS = Path(__file__).resolve().parent / "data" / "pairs"
@@ -68,6 +71,12 @@ def test_writer_killed_mid_write_leaves_the_previous_file(tmp_path: Path) -> Non
     previous = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
     assert previous is not None and previous.shape == (64, 96) and (previous == 7).all()
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["fused.png"]
+    left, = (p for p in tmp_path.iterdir() if p.name.startswith(".fused.png."))
+    busy = Path(tempfile.mkdtemp(prefix=".fused.png.", dir=tmp_path))  # a writer at work now
+    old = time.time() - atomic.STALE_SECONDS - 1
+    os.utime(left, (old, old))
+    io.write_image(out, np.zeros((8, 8), np.uint8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["fused.png", busy.name])
 
 
 def rows(path: Path) -> List[Tuple[str, str, str, str]]:

@@ -99,12 +99,14 @@ def check_io(inputs: Mapping[str, TensorSpec], outputs: Mapping[str, TensorSpec]
 class Runner(ABC):
     """Runs the UNet: ``denoise(x, t)`` maps float32 ``[N, C, H, W]`` and ``[N]`` host arrays to the raw output.
 
+    A runner with ``on_host`` True keeps its activations in host memory (onnxruntime on the CPU).
     A runner with ``on_device`` True (a GPU backend) also runs on device arrays through
     :meth:`denoise_device`, so ``api.fuse`` keeps the whole loop on the GPU (``runtime.gpu``).
     """
 
     info: ModelInfo
     on_device: bool = False
+    on_host: bool = False  # its activations are in host memory, which the memory guard checks (runtime.memory)
 
     @abstractmethod
     def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:

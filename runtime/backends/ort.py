@@ -48,7 +48,7 @@ class OrtRunner(Runner):
         check_io(tensor_specs(self.session.get_inputs()), tensor_specs(self.session.get_outputs()), self.info, path)
         self.path = path
         self.providers = self.session.get_providers()
-        on_cpu = self.providers[0] == "CPUExecutionProvider"
+        on_cpu = self.on_host = self.providers[0] == "CPUExecutionProvider"
         self.max_batch = max_batch if max_batch is not None else 1 if on_cpu else 0  # 0: no limit
 
     def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
