@@ -28,7 +28,7 @@ CORPUS = DATA / "fuzz"
 SEED_IMAGE = DATA / "pairs" / "ivf" / "b" / "00055D.png"
 # The property reads with this pixel limit, so that a mutated header cannot make a decode slow.
 FUZZ_MAX_PIXELS = 1 << 20
-# Sizes a header is rewritten to: edge cases of the fields, and values over FUZZ_MAX_PIXELS and io.MAX_PIXELS.
+# Sizes a header is rewritten to: edge cases of the fields, and values over FUZZ_MAX_PIXELS and settings.MAX_PIXELS.
 SIZES = (0, 1, 2, 3, 255, 256, 1023, 1024, 1025, 4097, 65500, 65535, 60000, 2 ** 31 - 1, 2 ** 32 - 1)
 HUGE = (1100, 7072, 10000, 60000, 65535)
 
