@@ -5,7 +5,7 @@ measured peaks, and the quality cost of tiles on the full-resolution development
    defaults untiled, with the tile the guard picks on this machine, and on 512- and 256-px tiles, each in a
    fresh process (peak RSS from ``getrusage``; the guard's estimate beside it). Untiled, the estimate is
    far over this machine's memory, so that row reports the guard's refusal instead of a measurement.
-2. ``fit``: peak RSS of one-step fusions at square sizes and tiles against ``memory.fusion_bytes`` (the
+2. ``fit``: peak RSS of two-step fusions (the peak is reached by the second step) at square sizes and tiles against ``memory.fusion_bytes`` (the
    constants of runtime/memory.py were fitted to these).
 3. ``quality``: ``dig2dig eval`` of the 16 full-resolution pairs (4 per task, up to 640 px, as
    quality_guard.py --fullres) at each task's defaults, untiled and on 256- and 384-px tiles; paired
@@ -20,7 +20,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -37,21 +36,25 @@ from sweeps import ROOT, select_pairs
 SIZE = (1536, 2048)
 PAIR = ("ivf", "MSRS", "00004N")
 TILES = (256, 384)
-# One fusion in a fresh process: prints its seconds and peak RSS (bytes), or the guard's refusal.
+# One fusion in a fresh process: prints its seconds, the peak RSS and the RSS before the fusion (bytes; the
+# runner open and the sources read), or the guard's refusal.
 RUN = """
 import json, resource, sys, time
 from dig2dig.runtime import api
 from dig2dig.runtime.errors import InputError
+from dig2dig.runtime.fuser import Fuser
 from dig2dig.runtime.settings import Limits, resolve
 a, b, task, overrides, tile = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5]
-limits = Limits(tile=int(tile))
-start = time.perf_counter()
-try:
-    api.fuse(a, b, task=task, settings=resolve(task, **overrides), limits=limits)
-except InputError as exc:
-    print(json.dumps({"refused": str(exc)}))
-    sys.exit(0)
-print(json.dumps({"seconds": time.perf_counter() - start,
+with Fuser(task, settings=resolve(task, **overrides), limits=Limits(tile=int(tile))) as fuser:
+    sources = api.prepare_sources([a, b])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    try:
+        fuser.fuse_sources(sources)
+    except InputError as exc:
+        print(json.dumps({"refused": str(exc)}))
+        sys.exit(0)
+print(json.dumps({"seconds": time.perf_counter() - start, "before": before,
                   "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
@@ -83,7 +86,8 @@ def memory_table(data: Path) -> None:
     auto = memory.plan(info, padded, 1, Limits(), ["a", "b"], room=memory.budget(Limits()))
     print(f"2048x1536 ivf pair ({'/'.join(PAIR)} upscaled), ivf defaults, {memory.budget(Limits()) / memory.GIB:.1f} "
           "GiB available")
-    print("\n| model on | tile | estimate (GiB) | peak RSS (GiB) | seconds |\n|---|---:|---:|---:|---:|")
+    print("\n| model on | tile | estimate (GiB) | peak RSS (GiB) | of which the fusion (GiB) | seconds |\n"
+          "|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as folder:
         a, b = upscaled_pair(data, Path(folder))
         for label, tile in (("whole image", "0"), ("tiles the guard picks", str(auto)), ("tiles", "512"),
@@ -91,36 +95,35 @@ def memory_table(data: Path) -> None:
             side = None if tile == "0" else int(tile)
             result = fuse_in_process(a, b, "ivf", tile)
             estimate = memory.fusion_bytes(info, padded, 1, side)
-            measured = ("refused by the guard", "–") if "refused" in result else \
-                (gib(result["peak"]), f"{result['seconds']:.1f}")
-            print(f"| {label} | {side or '–'} | {gib(estimate)} | {measured[0]} | {measured[1]} |")
+            measured = ("refused by the guard", "–", "–") if "refused" in result else \
+                (gib(result["peak"]), gib(result["peak"] - result["before"]), f"{result['seconds']:.1f}")
+            print(f"| {label} | {side or '–'} | {gib(estimate)} | " + " | ".join(measured) + " |")
 
 
 def fit_table(data: Path) -> None:
     with api.open_runner() as runner:
         info = runner.info
-    print("\n| size | tile | estimate (GiB) | peak RSS (GiB) |\n|---|---:|---:|---:|")
+    print("\n| size | tile | estimate (GiB) | peak RSS (GiB) | of which the fusion (GiB) |\n|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as folder:
         a, b = upscaled_pair(data, Path(folder))
         for side, tile in ((256, "0"), (512, "0"), (768, "0"), (1536, "256"), (1536, "512")):
             small = [Path(folder) / f"{role}_{side}.png" for role in "ab"]
             for source, target in zip((a, b), small):
                 cv2.imwrite(str(target), cv2.resize(cv2.imread(str(source), cv2.IMREAD_UNCHANGED), (side, side)))
-            result = fuse_in_process(small[0], small[1], "ivf", tile, steps=1)
+            result = fuse_in_process(small[0], small[1], "ivf", tile, steps=2)
             estimate = memory.fusion_bytes(info, (side, side), 1, None if tile == "0" else int(tile))
-            print(f"| {side}x{side} | {tile if tile != '0' else '–'} | {gib(estimate)} | {gib(result['peak'])} |")
+            print(f"| {side}x{side} | {tile if tile != '0' else '–'} | {gib(estimate)} | {gib(result['peak'])} | "
+                  f"{gib(result['peak'] - result['before'])} |")
 
 
 def quality_table(data: Path, out: Path) -> None:
     pairs = select_pairs(evaluation.find_pairs(data), FULLRES_PER_TASK)
     settings = {task: resolve(task) for task in TASKS}
     runs = {"untiled": Limits(tile=0), **{f"tile{tile}": Limits(tile=tile) for tile in TILES}}
-    seconds = {}
+    out.mkdir(parents=True, exist_ok=True)
     for name, limits in runs.items():
-        start = time.perf_counter()
         evaluation.evaluate(pairs, out / name, ["dig"], settings, max_side=FULLRES_SIDE, sources=out / "sources",
                             limits=limits, quiet=True)
-        seconds[name] = time.perf_counter() - start
     base = rows_by_pair(out / "untiled")
     print(f"\n{len(pairs)} pairs at up to {FULLRES_SIDE} px, each task's defaults, tiles overlapping by "
           f"{Limits().tile_overlap} px\n")

@@ -3,8 +3,8 @@
 The estimate is the model's activations for one image (or one tile), held about twice over by
 onnxruntime's CPU arena, plus the loop's full-size arrays per pair. The activations are a term linear in
 the pixels and, for the UNet's middle self-attention at 1/``2**(levels-1)`` of the size, a term in the
-square of its tokens: a 2048x1536 image asks the bundled prior for about 30 GB in one call, a 512 px tile
-for 0.4 GB. The constants were fitted to peak RSS of the bundled prior on a CPU (benchmarks/memory.py,
+square of its tokens: a 2048x1536 image asks the bundled prior for about 40 GB in one call, a 512 px tile
+for 0.4 GB. The constants were fitted to peak RSS of the bundled prior on a CPU (benchmarks/tiling.py,
 docs/BENCHMARKS.md) and scale with the model's width and heads, read from its metadata.
 
 :func:`plan` runs the model untiled when the estimate fits, otherwise on the largest tile that fits
@@ -29,7 +29,7 @@ GIB = 1 << 30
 BYTES_PER_PIXEL_CHANNEL = 17.5
 ATTENTION_COPIES = 2.1
 ARENA_FACTOR = 2.1
-LOOP_BYTES_PER_PIXEL = 300
+LOOP_BYTES_PER_PIXEL = 250
 # Tiles tried when a fusion does not fit, largest first; smaller ones spend most of their pixels on overlap.
 TILE_SIDES = (1024, 768, 512, 384, 256)
 
