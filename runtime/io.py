@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import io
 import os
+import re
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -137,7 +138,8 @@ def _check_pixels(name: str, size: Optional[Tuple[int, ...]], limit: int) -> Non
 
 
 def _header_size(data: bytes) -> Optional[Tuple[int, int]]:
-    """(height, width) as a PNG, JPEG, BMP or TIFF header declares them; None if not found."""
+    """(height, width) as a PNG, JPEG, BMP, TIFF, WebP, Netpbm (PBM, PGM, PPM, PAM, PFM), Sun raster or Radiance
+    HDR header declares them; None if not found (other formats are checked after decoding)."""
     try:
         if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
             width, height = struct.unpack_from(">II", data, 16)
@@ -149,9 +151,45 @@ def _header_size(data: bytes) -> Optional[Tuple[int, int]]:
             return abs(height), abs(width)
         if data[:2] in (b"II", b"MM"):
             return _tiff_size(data, "<" if data[:2] == b"II" else ">")
+        if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+            return _webp_size(data)
+        if data[:1] == b"P" and data[1:2] in b"1234567Ff":
+            return _netpbm_size(data)
+        if data.startswith(b"\x59\xa6\x6a\x95"):  # Sun raster
+            width, height = struct.unpack_from(">II", data, 4)
+            return height, width
+        if data.startswith(b"#?"):  # Radiance HDR: the resolution line follows the header's blank line
+            found = re.search(rb"\n\n[-+]Y (\d+) [-+]X (\d+)", data[:4096])
+            return (int(found.group(1)), int(found.group(2))) if found else None
     except struct.error:
         pass
     return None
+
+
+def _webp_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(height, width) of a WebP's first chunk: lossy VP8, lossless VP8L or extended VP8X."""
+    chunk = data[12:16]
+    if chunk == b"VP8 ":
+        width, height = struct.unpack_from("<HH", data, 26)
+        return height & 0x3FFF, width & 0x3FFF
+    if chunk == b"VP8L":
+        (bits,) = struct.unpack_from("<I", data, 21)
+        return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        width, height = (int.from_bytes(data[at:at + 3], "little") + 1 for at in (24, 27))
+        return height, width
+    return None
+
+
+def _netpbm_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(height, width) of a PBM/PGM/PPM (P1-P6) or PFM header (width, then height, comments skipped), or of
+    a PAM's (P7) WIDTH and HEIGHT lines."""
+    head = re.sub(rb"#[^\n]*", b" ", data[2:4096])
+    if data[1:2] == b"7":
+        width, height = (re.search(rb"\b" + key + rb"\s+(\d+)", head) for key in (b"WIDTH", b"HEIGHT"))
+        return (int(height.group(1)), int(width.group(1))) if width and height else None
+    numbers = re.match(rb"\s+(\d+)\s+(\d+)", head)
+    return (int(numbers.group(2)), int(numbers.group(1))) if numbers else None
 
 
 # JPEG start-of-frame markers (every SOFn but DHT C4, JPG C8 and DAC CC), and those with no length.

@@ -226,6 +226,31 @@ def test_header_sizes_of_every_format():
     assert imageio._header_size(b"\xff\xd8\xff\xe0\x00\x10JFIF") is None
 
 
+@pytest.mark.parametrize("extension", [".webp", ".ppm", ".pgm", ".pbm", ".pfm", ".pam", ".sr", ".hdr"])
+def test_header_sizes_of_the_other_formats_opencv_reads(extension):
+    """WebP (lossless and lossy), Netpbm, Sun raster and Radiance HDR as OpenCV writes them."""
+    image = np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    if extension in (".pgm", ".pbm"):
+        image = image[..., 0]
+    if extension in (".pfm", ".hdr"):
+        image = image.astype(np.float32) / 255
+    for params in ([], [cv2.IMWRITE_WEBP_QUALITY, 80]) if extension == ".webp" else ([],):
+        ok, encoded = cv2.imencode(extension, image, params)
+        assert ok and imageio._header_size(encoded.tobytes()) == (24, 32), (extension, params)
+
+
+@pytest.mark.parametrize("header", [
+    b"P6\n# a comment\n60000 60000\n255\n",
+    b"RIFF\x1a\0\0\0WEBPVP8X\x0a\0\0\0\0\0\0\0" + (59999).to_bytes(3, "little") * 2,
+], ids=["ppm", "webp"])
+def test_other_format_bombs_are_refused_from_their_header(header, tmp_path, monkeypatch):
+    path = tmp_path / "bomb.img"
+    path.write_bytes(header + bytes(64))
+    monkeypatch.setattr(imageio.cv2, "imdecode", lambda data, flags: pytest.fail("decoded"))
+    with pytest.raises(InputError, match="60000x60000 pixels"):
+        imageio.read_source(path)
+
+
 def test_decoder_errors_become_input_errors(tmp_path):
     """Past OpenCV's own limit its decoder raises; the reader names the file instead of a traceback."""
     path = tmp_path / "bomb.png"
