@@ -27,6 +27,7 @@ setup(
     package_data={
         "dig2dig.kernels": ["*.cu", "*.cuh", "prebuilt/*.cubin", "prebuilt/*.ptx", "prebuilt/manifest.json"],
         "dig2dig.models": ["default/*"],
+        "dig2dig.export": ["triton_models/*.py"],  # the Python-backend models 'dig2dig export triton' copies
     },
     install_requires=[
         "numpy>=1.21",
@@ -39,6 +40,9 @@ setup(
         "gpu": ["pycuda>=2022.1"],
         "export": ["torch>=2.1", "onnx>=1.14", "onnxscript", "safetensors>=0.4", "onnxruntime>=1.15", "tqdm>=4.62"],
         "eval": ["scipy>=1.7", "scikit-image>=0.19", "matplotlib>=3.5"],
+        # 'dig2dig serve': Triton Inference Server from PyPI. Its Python backend needs numpy < 2, so install this
+        # in an environment of its own; elsewhere 'dig2dig serve' makes one (docs/SERVING.md).
+        "serve": ["nvidia-pytriton~=0.7.0", "numpy<2", "onnxruntime>=1.15"],
         "test": [
             "pytest>=7", "torch>=2.1", "onnx>=1.14", "onnxscript", "safetensors>=0.4", "tqdm>=4.62",
             "onnxruntime>=1.15", "scipy>=1.7", "scikit-image>=0.19", "mypy>=1.5", "hypothesis>=6",

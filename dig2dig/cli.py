@@ -17,10 +17,17 @@ def _export_command(name: str, argv: List[str]) -> int:
     return export_main([name] + argv)
 
 
+def _serve_command(argv: List[str]) -> int:
+    from .serve import main as serve_main  # the server's launcher and the repository writer
+
+    return serve_main(argv)
+
+
 EXTERNAL = {
     "export": ("export the UNet to ONNX or a TensorRT engine (needs torch for ONNX)",
                lambda argv: _export_command("export", argv)),
     "train-prior": ("train the small default prior (needs torch)", lambda argv: _export_command("train-prior", argv)),
+    "serve": ("serve fusion with Triton Inference Server (extra 'serve')", _serve_command),
 }
 
 

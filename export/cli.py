@@ -1,4 +1,4 @@
-"""``dig2dig export onnx|int8|trt`` and ``dig2dig train-prior``: the commands beside the runtime.
+"""``dig2dig export onnx|int8|trt|triton`` and ``dig2dig train-prior``: the commands beside the runtime.
 
 ``add_export_parser`` registers ``export`` on a top-level CLI without importing torch: ``export
 onnx`` imports the PyTorch side when it runs, and ``export trt`` (``trt_build``) never needs it,
@@ -12,10 +12,11 @@ from typing import Any, List
 from ..calibration.ort_int8 import DEFAULT_BATCHES, DEFAULT_CROP, quantize_int8
 from ..runtime.errors import Dig2DigError
 from .trt_build import add_trt_parser
+from .triton import add_triton_parser
 
 
 def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``export`` (formats ``onnx``, ``int8`` and ``trt``) to ``subparsers`` of a top-level parser."""
+    """Add ``export`` (formats ``onnx``, ``int8``, ``trt`` and ``triton``) to ``subparsers`` of a top-level parser."""
     parser = subparsers.add_parser("export", help="export a PyTorch checkpoint for the runtime",
                                    description="Export a PyTorch checkpoint for the runtime.")
     formats = parser.add_subparsers(dest="format", metavar="FORMAT", required=True)
@@ -48,6 +49,7 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     int8.add_argument("--seed", type=int, default=0, help="crops, timesteps and noise (default 0)")
     int8.set_defaults(func=run_int8)
     add_trt_parser(formats)
+    add_triton_parser(formats)
     return parser
 
 

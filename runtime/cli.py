@@ -20,6 +20,10 @@ External = Mapping[str, Tuple[str, Callable[[List[str]], int]]]
 
 
 def _fuse(args: argparse.Namespace) -> int:
+    if args.server:
+        from .client import run_fuse_command
+
+        return run_fuse_command(args)
     from . import api, io, preflight
 
     settings, limits = settings_from_args(args), limits_from_args(args)
@@ -97,6 +101,8 @@ def build_parser(external: External) -> argparse.ArgumentParser:
     p.add_argument("--resize", action="store_true", help="resize A to B's size when they differ")
     p.add_argument("--max-side", type=int, metavar="PX", help="shrink the sources (INTER_AREA) to this long side")
     p.add_argument("--stretch", action="store_true", help="DDFM's min-max output stretch (changes brightness)")
+    p.add_argument("--server", metavar="URL", help="fuse on a Triton server (http://HOST:PORT, 'dig2dig serve') "
+                                                   "with its settings, instead of here")
     p.add_argument("-q", "--quiet", action="store_true")
     advanced = add_settings_options(p)
     advanced.add_argument("--init-noise", metavar="F.npy", help="x_T (C, H, W) at the padded size")

@@ -73,11 +73,18 @@ def read_source(path: PathLike, max_pixels: int = MAX_PIXELS) -> Source:
     every problem is an ``InputError`` that names the file.
     """
     name = os.fspath(path)
+    return source_from_pixels(name, read_pixels(name, max_pixels))
+
+
+def read_pixels(path: PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An image file's samples as decoded, (H, W) grey or (H, W, 3) RGB (alpha dropped), after the checks of
+    :func:`read_source`: the file's size in pixels from its header, then the decoded image's."""
+    name = os.fspath(path)
     data = _read_bytes(name)
     _check_pixels(name, _header_size(data), max_pixels)
     raw = _decode(name, data)
     _check_pixels(name, raw.shape[:2], max_pixels)
-    return source_from_pixels(name, _rgb_or_grey(name, raw))
+    return _rgb_or_grey(name, raw)
 
 
 def read_frame(name: str, frame: np.ndarray, max_pixels: int = MAX_PIXELS) -> Source:
