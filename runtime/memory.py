@@ -30,8 +30,11 @@ BYTES_PER_PIXEL_CHANNEL = 17.5
 ATTENTION_COPIES = 2.1
 ARENA_FACTOR = 2.1
 LOOP_BYTES_PER_PIXEL = 250
-# Tiles tried when a fusion does not fit, largest first; smaller ones spend most of their pixels on overlap.
-TILE_SIDES = (1024, 768, 512, 384, 256)
+# Tiles tried when a fusion does not fit, largest first. Larger tiles see more context but cost more than
+# they save: at 2048x1536, 1024-px tiles peaked at 9.6 GiB and took 156 s, 512-px tiles 1.4 GiB and 137 s
+# (the attention's work grows with the square of a tile's pixels); 384-px tiles changed no metric by more
+# than 0.0007 on the full-resolution pairs (docs/BENCHMARKS.md, section 8).
+TILE_SIDES = (512, 384, 256)
 
 
 def activation_bytes(info: ModelInfo, height: int, width: int) -> int:
