@@ -114,7 +114,8 @@ def plan(info: ModelInfo, size: Tuple[int, int], pairs: int, limits: Limits, nam
     else:
         side = next((side for side in SIDES if side < max(size) and _largest_tile(
             info, io.shrunk_size(size[0], size[1], side) or size, pairs, room, untiled=True) is not None), None)
-        remedy = f"shrink the sources with --max-side {side}" if side else "free some memory"
+        remedy = (f"shrink the sources with --max-side {side}" if side
+                  else "raise --max-memory" if limits.max_memory else "free some memory")
     where = " within --max-memory" if limits.max_memory else ""
     raise InputError(f"{', '.join(names)}: fusing {size[0]}x{size[1]} pixels needs an estimated "
                      f"{_amount(fusion_bytes(info, size, pairs))} of memory, {_amount(room)} is available{where}; "
