@@ -54,6 +54,8 @@ def test_plan_refuses_with_what_would_fit(runner):
         memory.plan(info, (1536, 2048), 1, Limits(tile=0), names, room=2 * GB)
     with pytest.raises(InputError, match=r"shrink the sources with --max-side \d+"):
         memory.plan(info, (6000, 8000), 1, Limits(), names, room=GB)
+    with pytest.raises(InputError, match=r"1 MB is available within --max-memory; raise --max-memory"):
+        memory.plan(info, (480, 640), 1, Limits(max_memory=GB), names, room=1 << 20)
 
 
 def test_budget_is_what_is_available_or_max_memory_less_what_is_held():
