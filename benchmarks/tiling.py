@@ -27,6 +27,7 @@ import cv2
 
 from dig2dig.runtime import api, memory
 from dig2dig.runtime import eval as evaluation
+from dig2dig.runtime.sampler import reduced_shape
 from dig2dig.runtime.settings import TASKS, Limits, resolve
 
 from machine import machine_line
@@ -82,7 +83,7 @@ def gib(size: float) -> str:
 def memory_table(data: Path) -> None:
     with api.open_runner() as runner:
         info = runner.info
-    padded = (-(-SIZE[0] // info.multiple) * info.multiple, -(-SIZE[1] // info.multiple) * info.multiple)
+    padded = reduced_shape(SIZE, 1, info.multiple)  # the size the model sees
     auto = memory.plan(info, padded, 1, Limits(), ["a", "b"], room=memory.budget(Limits()))
     print(f"2048x1536 ivf pair ({'/'.join(PAIR)} upscaled), ivf defaults, {memory.budget(Limits()) / memory.GIB:.1f} "
           f"GiB available: the guard tiles it by {auto} px")

@@ -18,7 +18,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from dig2dig.export.triton import MAX_BATCH_PARAMETER, MAX_PIXELS_PARAMETER, UNET_PARAMETER
-from dig2dig.runtime.backends.base import INPUT_T, INPUT_X, OUTPUT_Y, ModelInfo, Runner
+from dig2dig.runtime.backends.base import INPUT_T, INPUT_X, OUTPUT_Y, ModelInfo, Runner, in_batches
 from dig2dig.runtime.client import FUSED_OUTPUT, SOURCE_INPUTS, TASK_INPUT
 from dig2dig.runtime.errors import Dig2DigError, InputError, ModelError
 from dig2dig.runtime.fuser import Fuser
@@ -32,18 +32,18 @@ class TritonUnetRunner(Runner):
         self.model_name, self.info, self.max_batch = model_name, info, max_batch
 
     def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
-        outputs = []
-        for start in range(0, len(x), self.max_batch):
-            stop = start + self.max_batch
-            request = pb_utils.InferenceRequest(
-                model_name=self.model_name, requested_output_names=[OUTPUT_Y],
-                inputs=[pb_utils.Tensor(INPUT_X, np.ascontiguousarray(x[start:stop], dtype=np.float32)),
-                        pb_utils.Tensor(INPUT_T, np.ascontiguousarray(t[start:stop], dtype=np.float32)[:, None])])
-            response = request.exec()
-            if response.has_error():
-                raise ModelError(f"{self.model_name}: {response.error().message()}")
-            outputs.append(np.array(pb_utils.get_output_tensor_by_name(response, OUTPUT_Y).as_numpy()))
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        return in_batches(x, t, self.max_batch, self._call)
+
+    def _call(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """One BLS request of ``dig2dig_unet``, at most ``max_batch`` images."""
+        request = pb_utils.InferenceRequest(
+            model_name=self.model_name, requested_output_names=[OUTPUT_Y],
+            inputs=[pb_utils.Tensor(INPUT_X, np.ascontiguousarray(x, dtype=np.float32)),
+                    pb_utils.Tensor(INPUT_T, np.ascontiguousarray(t, dtype=np.float32)[:, None])])
+        response = request.exec()
+        if response.has_error():
+            raise ModelError(f"{self.model_name}: {response.error().message()}")
+        return np.array(pb_utils.get_output_tensor_by_name(response, OUTPUT_Y).as_numpy())
 
 
 def setting_value(text: str) -> Any:

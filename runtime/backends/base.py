@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -94,6 +94,16 @@ def check_io(inputs: Mapping[str, TensorSpec], outputs: Mapping[str, TensorSpec]
             if want is not None and size is not None and size != want:
                 raise ModelError(f"{source}: model tensor {name} has {size} channel(s), "
                                  f"the model metadata says {want}")
+
+
+def in_batches(x: np.ndarray, t: np.ndarray, max_batch: int,
+               run: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """``run(x, t)`` over consecutive slices of at most ``max_batch`` images (0: all at once), the outputs
+    concatenated: for a backend that takes fewer images a call than the loop sends."""
+    step = max_batch or len(x)
+    if step >= len(x):
+        return run(x, t)
+    return np.concatenate([run(x[i:i + step], t[i:i + step]) for i in range(0, len(x), step)])
 
 
 class Runner(ABC):

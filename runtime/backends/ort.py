@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import ModelError
-from .base import FLOAT32, INPUT_T, INPUT_X, OUTPUT_Y, ModelInfo, Runner, TensorSpec, check_io
+from .base import FLOAT32, INPUT_T, INPUT_X, OUTPUT_Y, ModelInfo, Runner, TensorSpec, check_io, in_batches
 
 
 def tensor_specs(args: Sequence[Any]) -> Dict[str, TensorSpec]:
@@ -54,8 +54,5 @@ class OrtRunner(Runner):
     def denoise(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         t = np.ascontiguousarray(t, dtype=np.float32)
-        step = self.max_batch or len(x)
-        if step >= len(x):
-            return self.session.run([OUTPUT_Y], {INPUT_X: x, INPUT_T: t})[0]
-        return np.concatenate([self.session.run([OUTPUT_Y], {INPUT_X: x[i:i + step], INPUT_T: t[i:i + step]})[0]
-                               for i in range(0, len(x), step)])
+        return in_batches(x, t, self.max_batch,
+                          lambda xs, ts: self.session.run([OUTPUT_Y], {INPUT_X: xs, INPUT_T: ts})[0])
