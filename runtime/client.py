@@ -23,7 +23,7 @@ import numpy as np
 from . import io
 from .errors import Dig2DigError, InputError
 from .options import OPTION_FIELDS
-from .settings import check_task
+from .settings import MAX_PIXELS, TILE_OVERLAP, check_task
 
 # The fuse model's name and I/O, declared here once for the client and the repository writer
 # (``dig2dig export triton``): each role's 8-bit and 16-bit input, [H, W, C] with C 1 (grey) or 3 (BGR), one
@@ -117,19 +117,15 @@ class TritonClient:
                 headers: Optional[Dict[str, str]] = None) -> Tuple[int, Dict[str, str], bytes]:
         """One HTTP exchange: the status, the headers (lower-case names) and the body. A kept connection that
         the server has closed meanwhile is opened again, once; any other failure is a ``ServerError``."""
-        kept = self._connection is not None
-        try:
-            return self._exchange(method, path, body, headers)
-        except (http.client.HTTPException, OSError) as exc:
-            self.close()
-            closed = isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
-            if not (kept and closed):
-                raise ServerError(f"{self.url}: no reply from the server ({exc})") from exc
-        try:
-            return self._exchange(method, path, body, headers)
-        except (http.client.HTTPException, OSError) as exc:
-            self.close()
-            raise ServerError(f"{self.url}: no reply from the server ({exc})") from exc
+        while True:
+            kept = self._connection is not None  # False on the retry: the failed connection was closed
+            try:
+                return self._exchange(method, path, body, headers)
+            except (http.client.HTTPException, OSError) as exc:
+                self.close()
+                closed = isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
+                if not (kept and closed):
+                    raise ServerError(f"{self.url}: no reply from the server ({exc})") from exc
 
     def fuse(self, a: np.ndarray, b: np.ndarray, task: str = "ivf") -> np.ndarray:
         """The fused frame of ``a`` and ``b`` as :class:`~dig2dig.runtime.fuser.Fuser` returns it: uint8 (H, W, 3)
@@ -159,27 +155,31 @@ class TritonClient:
         self.close()
 
 
-def read_pixels(path: str) -> np.ndarray:
+def read_pixels(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An image file's samples as a frame to send: uint8 or uint16, (H, W) grey or (H, W, 3) BGR (alpha
-    dropped); a float image is an ``InputError`` (the server takes 8- and 16-bit samples)."""
-    rgb = io.read_pixels(path)
+    dropped), of at most ``max_pixels``; a float image is an ``InputError`` (the server takes 8- and 16-bit
+    samples)."""
+    rgb = io.read_pixels(path, max_pixels)
     if rgb.dtype not in (dtype for dtype, _ in SOURCE_TYPES):
         raise InputError(f"{path}: {rgb.dtype} samples; a server fuses 8- or 16-bit images")
     return rgb if rgb.ndim == 2 else np.ascontiguousarray(rgb[..., ::-1])
 
 
-def fuse_files(server: str, a: str, b: str, task: str = "ivf", timeout: float = DEFAULT_TIMEOUT) -> np.ndarray:
-    """Fuse image files ``a`` and ``b`` on ``server``: the fused image as ``FusionResult.image`` holds it, uint8
-    (H, W) grey or (H, W, 3) RGB, for ``io.write_image``. Equals local fusion with the server's settings."""
+def fuse_files(server: str, a: str, b: str, task: str = "ivf", timeout: float = DEFAULT_TIMEOUT,
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Fuse image files ``a`` and ``b`` (each of at most ``max_pixels``, checked here before sending) on
+    ``server``: the fused image as ``FusionResult.image`` holds it, uint8 (H, W) grey or (H, W, 3) RGB, for
+    ``io.write_image``. Equals local fusion with the server's settings."""
+    frame_a, frame_b = read_pixels(a, max_pixels), read_pixels(b, max_pixels)
     with TritonClient(server, timeout) as client:
-        fused = client.fuse(read_pixels(a), read_pixels(b), task)
+        fused = client.fuse(frame_a, frame_b, task)
     return fused if fused.ndim == 2 else np.ascontiguousarray(fused[..., ::-1])
 
 
 # ``dig2dig fuse`` options that act on the local fusion: with --server the server's config decides them.
 LOCAL_ONLY = {"model": None, "backend": "ort", "precision": "fp32", "init_noise": None, "save_raw": None,
               "save_dig_maps": None, "stretch": False, "resize": False, "max_side": None, "tile": None,
-              "max_memory": None, "config": None}
+              "tile_overlap": TILE_OVERLAP, "max_memory": None, "config": None}
 
 
 def run_fuse_command(args: argparse.Namespace) -> int:
@@ -193,7 +193,7 @@ def run_fuse_command(args: argparse.Namespace) -> int:
     from . import preflight
 
     preflight.output_image(args.output)
-    image = fuse_files(args.server, os.fspath(args.a), os.fspath(args.b), args.task)
+    image = fuse_files(args.server, os.fspath(args.a), os.fspath(args.b), args.task, max_pixels=args.max_pixels)
     io.write_image(args.output, image)
     if not args.quiet:
         print(f"wrote {args.output} (fused on {args.server}; {args.task}, the server's settings)")

@@ -28,7 +28,7 @@ from dig2dig.export.triton import FUSE, UNET, tensor_dims, write_repository
 from dig2dig.runtime import api
 from dig2dig.runtime.backends.base import INPUT_T, INPUT_X, OUTPUT_Y
 from dig2dig.runtime.backends.plan_file import PlanHeader, Profile, pack
-from dig2dig.runtime.client import HEADER_LENGTH, ServerError, TritonClient, request_body
+from dig2dig.runtime.client import HEADER_LENGTH, ServerError, TritonClient, fuse_files, request_body
 from dig2dig.runtime.errors import InputError
 from dig2dig.runtime.fuser import Fuser
 from dig2dig.runtime.settings import resolve
@@ -208,6 +208,21 @@ def test_fuse_command_with_server(server: Dict[str, object], tmp_path: Path) -> 
     assert_close(cv2.imread(str(served), cv2.IMREAD_UNCHANGED), cv2.imread(str(here), cv2.IMREAD_UNCHANGED))
     assert dig2dig_main(["fuse", str(a), str(b), "-o", str(served), "--server", str(server["http"]),
                          "--steps", "3"]) == 2  # the server's settings decide
+
+
+def test_fuse_with_server_reads_within_the_limits_before_sending(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """With --server, --max-pixels still refuses a source before anything is sent (no server listens here),
+    and --tile-overlap, which only a local fusion has, is refused."""
+    a, b = pair("ivf", "22")
+    out = str(tmp_path / "fused.png")
+    with pytest.raises(InputError, match=f"{a}: .*limit of 100 pixels"):
+        fuse_files("http://127.0.0.1:9", str(a), str(b), max_pixels=100)
+    for extra, message in ((["--max-pixels", "100"], "limit of 100 pixels"), (["--tile-overlap", "32"],
+                                                                            "--tile-overlap: not with --server")):
+        assert dig2dig_main(["fuse", str(a), str(b), "-o", out, "--server", "http://127.0.0.1:9", *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not Path(out).exists()
 
 
 GRPC_CLIENT = """
